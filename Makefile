@@ -1,0 +1,59 @@
+# torchbook: `make demo` builds everything and runs the example notebooks headless; `make test`
+# runs every test. Build output and the Python environment live in a cache outside the clone,
+# keyed by what they were built from, so CI reuses them and a stale cache cannot pass a test.
+
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/torchbook
+PYTHON ?= python3
+
+PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+VENV_KEY := $(shell cat requirements-dev.txt | sha256sum | cut -c1-16)-py$(PY_VERSION)
+VENV := $(CACHE)/venv-$(VENV_KEY)
+RUSTC_KEY := $(shell rustc --version | sha256sum | cut -c1-12)
+export CARGO_TARGET_DIR ?= $(CACHE)/target-$(RUSTC_KEY)
+# One profile for tests, demo and benchmarks: the dependencies (evcxr, rust-analyzer) are built once.
+PROFILE := release
+BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
+export TORCHBOOK_BIN := $(BIN)
+
+.PHONY: all build venv kernelspec demo test test-rust test-python bench clean-cache
+
+all: build
+
+build:
+	cargo build --$(PROFILE) --locked -p torchbook-kernel
+
+$(VENV)/.complete: requirements-dev.txt
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# `.venv` in the project is the keyed venv in the cache.
+venv: $(VENV)/.complete
+	ln -sfn $(VENV) .venv
+
+kernelspec: build venv
+	VIRTUAL_ENV=$(VENV) $(BIN) install --sys-prefix
+
+demo: kernelspec
+	mkdir -p build/examples
+	for nb in examples/*.ipynb; do \
+	  $(VENV)/bin/jupyter nbconvert --to html --execute --ExecutePreprocessor.kernel_name=torchbook \
+	    --ExecutePreprocessor.timeout=600 --output-dir build/examples "$$nb" || exit 1; \
+	done
+	@echo "Rendered notebooks: $$(ls build/examples/*.html)"
+
+test: test-rust test-python
+
+test-rust: build
+	cargo test --$(PROFILE) --locked --workspace
+
+test-python: kernelspec
+	JUPYTER_PATH=$(VENV)/share/jupyter $(VENV)/bin/python -m pytest -q tests/python
+
+bench: kernelspec
+	$(VENV)/bin/python benches/latency.py --torchbook-kernel torchbook
+
+clean-cache:
+	rm -rf $(CACHE)

@@ -1,0 +1,261 @@
+//! The engine: evcxr's `CommandContext` on a thread of its own, and the forwarder that turns the
+//! worker's output into an ordered stream of [`EngineEvent`]s for the execute handler.
+//!
+//! Ordering matters: evcxr hands us stdout lines on one channel and returns from `execute` only
+//! once that channel is drained. The engine thread therefore does not report a cell's outcome
+//! itself; it passes it to the forwarder thread, which has already forwarded every stdout line
+//! it took, drains what is left, and only then emits [`EngineEvent::Finished`].
+
+use crate::cell_error::{self, CellError};
+use crate::side_channel::{self, Record};
+use crossbeam_channel::{select, Receiver};
+use std::collections::HashMap;
+use std::process::Child;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// What a cell produced once it finished: its value by MIME type, or an error for the user.
+#[derive(Debug)]
+pub enum CellOutcome {
+    Value(HashMap<String, String>),
+    Failed(CellError),
+}
+
+/// One thing the engine reports, in the order the user should see it.
+#[derive(Debug)]
+pub enum EngineEvent {
+    Stdout(String),
+    Stderr(String),
+    Record(Record),
+    Finished(CellOutcome),
+}
+
+/// Completion candidates from evcxr's analyser, with the byte range they replace.
+#[derive(Debug, Default)]
+pub struct Completions {
+    pub matches: Vec<String>,
+    pub start: usize,
+    pub end: usize,
+}
+
+enum EngineRequest {
+    Execute(String),
+    Complete {
+        code: String,
+        byte_pos: usize,
+        reply: tokio::sync::oneshot::Sender<Completions>,
+    },
+}
+
+/// A handle on the worker process that can be used from any task (the control channel).
+#[derive(Clone, Default)]
+pub struct WorkerHandle(Arc<OnceLock<Arc<Mutex<Child>>>>);
+
+impl WorkerHandle {
+    /// Ends the running cell by killing the worker; evcxr restarts it and the cell reports which
+    /// variables were lost. Returns false when no worker has started yet.
+    pub fn kill(&self) -> bool {
+        let Some(child) = self.0.get() else {
+            return false;
+        };
+        let killed = child.lock().map(|mut c| c.kill().is_ok()).unwrap_or(false);
+        killed
+    }
+}
+
+/// The kernel's side of the engine.
+pub struct Engine {
+    requests: std::sync::mpsc::Sender<EngineRequest>,
+    events: UnboundedReceiver<EngineEvent>,
+    worker: WorkerHandle,
+}
+
+/// Rust run once in every fresh worker: it routes panics to the side channel so that the kernel
+/// can report them as errors (evcxr catches the unwind and would otherwise report success).
+const WORKER_SETUP: &str = include_str!("worker_setup.rs");
+
+impl Engine {
+    /// Starts the engine thread; the worker and evcxr warm up in the background, and the first
+    /// request waits for them.
+    pub fn start() -> Engine {
+        let (requests, request_rx) = std::sync::mpsc::channel();
+        let (event_tx, events) = unbounded_channel();
+        let worker = WorkerHandle::default();
+        let worker_for_thread = worker.clone();
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || run_engine(request_rx, event_tx, worker_for_thread))
+            .expect("spawn engine thread");
+        Engine {
+            requests,
+            events,
+            worker,
+        }
+    }
+
+    pub fn worker(&self) -> WorkerHandle {
+        self.worker.clone()
+    }
+
+    /// Queues a cell; its output and outcome arrive through [`Engine::next_event`].
+    pub fn execute(&self, code: &str) {
+        // A send fails only when the engine thread has died, which `next_event` reports.
+        let _ = self.requests.send(EngineRequest::Execute(code.to_owned()));
+    }
+
+    /// The next event; `None` means the engine thread is gone.
+    pub async fn next_event(&mut self) -> Option<EngineEvent> {
+        self.events.recv().await
+    }
+
+    pub async fn complete(&self, code: &str, byte_pos: usize) -> Completions {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = EngineRequest::Complete {
+            code: code.to_owned(),
+            byte_pos,
+            reply,
+        };
+        if self.requests.send(request).is_err() {
+            return Completions::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+}
+
+fn run_engine(
+    requests: std::sync::mpsc::Receiver<EngineRequest>,
+    events: UnboundedSender<EngineEvent>,
+    worker: WorkerHandle,
+) {
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<CellOutcome>();
+    let started = evcxr::CommandContext::new();
+    let mut context = match started {
+        Ok((mut context, outputs)) => {
+            let _ = worker.0.set(context.process_handle());
+            let forward_events = events.clone();
+            std::thread::Builder::new()
+                .name("engine-output".into())
+                .spawn(move || forward_output(outputs, done_rx, forward_events))
+                .expect("spawn output thread");
+            if let Err(e) = context.execute(WORKER_SETUP) {
+                eprintln!("torchbook: worker setup failed: {e}");
+            }
+            Some(context)
+        }
+        Err(e) => {
+            eprintln!("torchbook: the Rust engine could not start: {e}");
+            drop(done_rx);
+            let reason = e.to_string();
+            // Without evcxr every cell gets the same clear error; the kernel itself stays up.
+            for request in requests.iter() {
+                if let EngineRequest::Execute(_) = request {
+                    let error = CellError::engine_unavailable(&reason);
+                    let _ = events.send(EngineEvent::Finished(CellOutcome::Failed(error)));
+                }
+            }
+            None
+        }
+    };
+    let Some(context) = context.as_mut() else {
+        return;
+    };
+    for request in requests.iter() {
+        match request {
+            EngineRequest::Execute(code) => {
+                let outcome = execute_cell(context, &code);
+                if done_tx.send(outcome).is_err() {
+                    return;
+                }
+            }
+            EngineRequest::Complete {
+                code,
+                byte_pos,
+                reply,
+            } => {
+                let completions = match context.completions(&code, byte_pos) {
+                    Ok(c) => Completions {
+                        matches: c.completions.into_iter().map(|c| c.code).collect(),
+                        start: c.start_offset,
+                        end: c.end_offset,
+                    },
+                    Err(_) => Completions {
+                        matches: Vec::new(),
+                        start: byte_pos,
+                        end: byte_pos,
+                    },
+                };
+                let _ = reply.send(completions);
+            }
+        }
+    }
+}
+
+fn execute_cell(context: &mut evcxr::CommandContext, code: &str) -> CellOutcome {
+    let variables: Vec<String> = context
+        .variables_and_types()
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    match context.execute(code) {
+        Ok(outputs) => CellOutcome::Value(outputs.content_by_mime_type),
+        Err(evcxr::Error::SubprocessTerminated(message)) => {
+            // evcxr has already started a fresh worker; it needs our panic hook again.
+            if let Err(e) = context.execute(WORKER_SETUP) {
+                eprintln!("torchbook: worker setup failed after restart: {e}");
+            }
+            CellOutcome::Failed(CellError::worker_died(&message, &variables))
+        }
+        Err(error) => CellOutcome::Failed(cell_error::from_evcxr(&error, code)),
+    }
+}
+
+/// Moves worker output into the event stream until the engine goes away.
+fn forward_output(
+    outputs: evcxr::EvalContextOutputs,
+    done: Receiver<CellOutcome>,
+    events: UnboundedSender<EngineEvent>,
+) {
+    let send_stdout = |line: String| {
+        let event = match side_channel::parse(&line) {
+            Some(record) => EngineEvent::Record(record),
+            None => EngineEvent::Stdout(line),
+        };
+        events.send(event).is_ok()
+    };
+    let send_stderr = |line: String| events.send(EngineEvent::Stderr(line)).is_ok();
+    loop {
+        let alive = select! {
+            recv(outputs.stdout) -> line => line.map(|l| send_stdout(l)).unwrap_or(false),
+            recv(outputs.stderr) -> line => line.map(|l| send_stderr(l)).unwrap_or(false),
+            recv(done) -> outcome => match outcome {
+                Ok(outcome) => {
+                    drain(&outputs.stdout, Duration::ZERO, &send_stdout);
+                    // The worker's stderr is read by another thread: give lines written just
+                    // before the cell ended a moment to arrive, so they stay with their cell.
+                    drain(&outputs.stderr, Duration::from_millis(3), &send_stderr);
+                    events.send(EngineEvent::Finished(outcome)).is_ok()
+                }
+                Err(_) => false,
+            },
+        };
+        if !alive {
+            return;
+        }
+    }
+}
+
+fn drain(source: &Receiver<String>, linger: Duration, send: &dyn Fn(String) -> bool) {
+    loop {
+        let next = if linger.is_zero() {
+            source.try_recv().ok()
+        } else {
+            source.recv_timeout(linger).ok()
+        };
+        match next {
+            Some(line) => {
+                send(line);
+            }
+            None => return,
+        }
+    }
+}

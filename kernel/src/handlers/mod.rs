@@ -1,0 +1,138 @@
+//! One handler per message type, and the two dispatchers that route shell and control requests
+//! to them. Every request is wrapped in `status: busy` / `status: idle` on iopub, parented to it;
+//! all output a request causes is published before its `idle`.
+
+mod complete;
+mod execute;
+mod kernel_info;
+
+use crate::engine::{Engine, WorkerHandle};
+use crate::protocol::messages::{
+    CommInfoReply, ExecutionState, InterruptReply, ReplyStatus, ShutdownReply, ShutdownRequest,
+    Status,
+};
+use crate::protocol::{Content, WireMessage};
+use crate::transport::{Iopub, Replier};
+use serde_json::json;
+use tokio::sync::watch;
+
+pub use kernel_info::kernel_info_reply;
+
+/// What both channels share.
+#[derive(Clone)]
+pub struct KernelState {
+    pub iopub: Iopub,
+    pub worker: WorkerHandle,
+    /// Set to `Some(restart)` when a shutdown was requested; the main task then exits.
+    pub shutdown: watch::Sender<Option<bool>>,
+}
+
+/// The shell channel's handler: owns the engine, so shell requests run one at a time.
+pub struct ShellHandler {
+    pub state: KernelState,
+    pub replier: Replier,
+    pub engine: Engine,
+    pub execution_count: u64,
+}
+
+/// The control channel's handler: answered even while a cell runs.
+pub struct ControlHandler {
+    pub state: KernelState,
+    pub replier: Replier,
+}
+
+fn status(state: &KernelState, request: &WireMessage, execution_state: ExecutionState) {
+    let content = Content::Status(Status { execution_state });
+    state.iopub.publish(content, Some(&request.message.header));
+}
+
+impl ShellHandler {
+    pub async fn handle(&mut self, request: WireMessage) {
+        status(&self.state, &request, ExecutionState::Busy);
+        match &request.message.content {
+            Content::ExecuteRequest(execute) => {
+                let execute = execute.clone();
+                let reply = execute::run(self, &request, execute).await;
+                self.replier.reply(&request, reply).await;
+            }
+            Content::KernelInfoRequest(_) => {
+                self.replier.reply(&request, kernel_info_reply()).await;
+            }
+            Content::CompleteRequest(complete) => {
+                let reply = complete::complete(&self.engine, complete).await;
+                self.replier.reply(&request, reply).await;
+            }
+            Content::IsCompleteRequest(_) => {
+                self.replier.reply(&request, complete::is_complete()).await;
+            }
+            Content::CommInfoRequest(_) => {
+                // No comm targets exist yet, so the honest answer is an empty map.
+                let reply = CommInfoReply {
+                    status: ReplyStatus::Ok,
+                    comms: Default::default(),
+                };
+                self.replier.reply(&request, Content::CommInfoReply(reply)).await;
+            }
+            Content::ShutdownRequest(shutdown) => {
+                shutdown_now(&self.state, &self.replier, &request, shutdown).await;
+            }
+            other => not_supported(&self.replier, &request, other.msg_type(), "shell").await,
+        }
+        status(&self.state, &request, ExecutionState::Idle);
+    }
+}
+
+impl ControlHandler {
+    pub async fn handle(&mut self, request: WireMessage) {
+        status(&self.state, &request, ExecutionState::Busy);
+        match &request.message.content {
+            Content::KernelInfoRequest(_) => {
+                self.replier.reply(&request, kernel_info_reply()).await;
+            }
+            Content::InterruptRequest(_) => {
+                self.state.worker.kill();
+                let reply = InterruptReply {
+                    status: ReplyStatus::Ok,
+                };
+                self.replier.reply(&request, Content::InterruptReply(reply)).await;
+            }
+            Content::ShutdownRequest(shutdown) => {
+                shutdown_now(&self.state, &self.replier, &request, shutdown).await;
+            }
+            other => not_supported(&self.replier, &request, other.msg_type(), "control").await,
+        }
+        status(&self.state, &request, ExecutionState::Idle);
+    }
+}
+
+async fn shutdown_now(
+    state: &KernelState,
+    replier: &Replier,
+    request: &WireMessage,
+    shutdown: &ShutdownRequest,
+) {
+    let reply = ShutdownReply {
+        status: ReplyStatus::Ok,
+        restart: shutdown.restart,
+    };
+    replier.reply(request, Content::ShutdownReply(reply)).await;
+    let _ = state.shutdown.send(Some(shutdown.restart));
+}
+
+/// Logs a message type we do not handle. A `*_request` still gets an error reply, because a
+/// frontend that waits for a reply would otherwise hang.
+async fn not_supported(replier: &Replier, request: &WireMessage, msg_type: &str, channel: &str) {
+    eprintln!("torchbook: ignoring unsupported {msg_type} on {channel}");
+    if let Some(base) = msg_type.strip_suffix("_request") {
+        let content = Content::Unknown {
+            msg_type: format!("{base}_reply"),
+            content: json!({
+                "status": "error",
+                "ename": "NotSupported",
+                "evalue": format!("torchbook does not handle {msg_type}"),
+                "traceback": [],
+            }),
+        };
+        replier.reply(request, content).await;
+    }
+}

@@ -1,0 +1,171 @@
+//! `torchbook install`: writes the kernelspec (kernel.json and logos) where Jupyter looks for it.
+//! Re-running replaces the previous spec of the same name.
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Where to install, as `jupyter kernelspec install` spells the choices.
+#[derive(Debug, Clone)]
+pub enum InstallLocation {
+    User,
+    SysPrefix,
+    Prefix(PathBuf),
+}
+
+/// What to install.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    pub location: InstallLocation,
+    pub name: String,
+    pub display_name: String,
+    /// libtorch's folder; its `lib` is put on the kernel's library path.
+    pub libtorch: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("--sys-prefix needs an active virtual environment (VIRTUAL_ENV) or a python3 on PATH: {0}")]
+    NoSysPrefix(String),
+    #[error("no home directory (HOME is unset); use --prefix")]
+    NoHome,
+    #[error("cannot write the kernelspec to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("kernel name {0:?} may contain only letters, digits, '.', '_' and '-'")]
+    BadName(String),
+}
+
+const LOGO_32: &[u8] = include_bytes!("../../kernelspec/logo-32x32.png");
+const LOGO_64: &[u8] = include_bytes!("../../kernelspec/logo-64x64.png");
+const LOGO_SVG: &[u8] = include_bytes!("../../kernelspec/logo-svg.svg");
+
+fn kernels_dir(location: &InstallLocation) -> Result<PathBuf, InstallError> {
+    Ok(match location {
+        InstallLocation::User => {
+            if let Some(dir) = std::env::var_os("JUPYTER_DATA_DIR") {
+                PathBuf::from(dir).join("kernels")
+            } else {
+                let home = std::env::var_os("HOME").ok_or(InstallError::NoHome)?;
+                PathBuf::from(home).join(".local/share/jupyter/kernels")
+            }
+        }
+        InstallLocation::SysPrefix => sys_prefix()?.join("share/jupyter/kernels"),
+        InstallLocation::Prefix(prefix) => prefix.join("share/jupyter/kernels"),
+    })
+}
+
+fn sys_prefix() -> Result<PathBuf, InstallError> {
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        return Ok(PathBuf::from(venv));
+    }
+    let output = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.prefix)"])
+        .output()
+        .map_err(|e| InstallError::NoSysPrefix(e.to_string()))?;
+    let prefix = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || prefix.is_empty() {
+        return Err(InstallError::NoSysPrefix(
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ));
+    }
+    Ok(PathBuf::from(prefix))
+}
+
+/// The kernel.json for a kernel started as `binary`.
+pub fn kernel_json(options: &InstallOptions, binary: &Path) -> serde_json::Value {
+    let mut env = serde_json::Map::new();
+    if let Some(libtorch) = &options.libtorch {
+        let lib = libtorch.join("lib");
+        env.insert("LD_LIBRARY_PATH".into(), json!(lib.display().to_string()));
+        env.insert("LIBTORCH".into(), json!(libtorch.display().to_string()));
+    }
+    json!({
+        "argv": [binary.display().to_string(), "kernel", "--connection-file", "{connection_file}"],
+        "display_name": options.display_name,
+        "language": "rust",
+        // Interrupts arrive as interrupt_request on control: SIGINT would also hit the worker.
+        "interrupt_mode": "message",
+        "env": env,
+        "metadata": {
+            "debugger": false,
+            "torchbook": {
+                "version": env!("CARGO_PKG_VERSION"),
+                "binary": binary.display().to_string(),
+                "libtorch": options.libtorch.as_ref().map(|p| p.display().to_string()),
+            }
+        }
+    })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
+    std::fs::write(path, bytes).map_err(|source| InstallError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Installs the kernelspec and returns the folder it was written to.
+pub fn install(options: &InstallOptions, binary: &Path) -> Result<PathBuf, InstallError> {
+    let name_ok = !options.name.is_empty()
+        && options
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !name_ok {
+        return Err(InstallError::BadName(options.name.clone()));
+    }
+    let dir = kernels_dir(&options.location)?.join(&options.name);
+    let io = |source| InstallError::Write {
+        path: dir.clone(),
+        source,
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io)?;
+    }
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let spec = serde_json::to_vec_pretty(&kernel_json(options, binary)).expect("JSON serialises");
+    write(&dir.join("kernel.json"), &spec)?;
+    write(&dir.join("logo-32x32.png"), LOGO_32)?;
+    write(&dir.join("logo-64x64.png"), LOGO_64)?;
+    write(&dir.join("logo-svg.svg"), LOGO_SVG)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(prefix: &Path) -> InstallOptions {
+        InstallOptions {
+            location: InstallLocation::Prefix(prefix.to_owned()),
+            name: "torchbook".into(),
+            display_name: "Rust (torchbook)".into(),
+            libtorch: Some(PathBuf::from("/opt/libtorch")),
+        }
+    }
+
+    #[test]
+    fn installs_and_replaces() {
+        let prefix = std::env::temp_dir().join(format!("tb-install-{}", uuid::Uuid::new_v4()));
+        let dir = install(&options(&prefix), Path::new("/bin/torchbook")).unwrap();
+        std::fs::write(dir.join("stale.txt"), "old").unwrap();
+        let again = install(&options(&prefix), Path::new("/bin/torchbook")).unwrap();
+        assert_eq!(dir, again);
+        assert!(!dir.join("stale.txt").exists());
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("kernel.json")).unwrap()).unwrap();
+        assert_eq!(spec["argv"][0], "/bin/torchbook");
+        assert_eq!(spec["env"]["LD_LIBRARY_PATH"], "/opt/libtorch/lib");
+        assert!(dir.join("logo-64x64.png").exists());
+        std::fs::remove_dir_all(prefix).unwrap();
+    }
+
+    #[test]
+    fn bad_name_is_refused() {
+        let mut o = options(Path::new("/tmp"));
+        o.name = "../evil".into();
+        assert!(matches!(install(&o, Path::new("/x")), Err(InstallError::BadName(_))));
+    }
+}

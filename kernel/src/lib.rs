@@ -1,0 +1,27 @@
+//! The torchbook kernel as a library: the binary `torchbook` is glue over these modules, and the
+//! integration tests use [`protocol`] to talk to a running kernel.
+//!
+//! The path of an `execute_request`: [`transport`] (socket, signature check) →
+//! [`handlers`] (`handlers/execute.rs`) → [`engine`] (evcxr on its own thread, worker output and
+//! [`side_channel`] records) → [`stream_batcher`] → [`transport::Iopub`].
+//!
+//! ```
+//! use torchbook_kernel::protocol::{Content, Message, Signer, WireMessage};
+//! use torchbook_kernel::protocol::messages::KernelInfoRequest;
+//!
+//! let request = Message::new(Content::KernelInfoRequest(KernelInfoRequest {}), None, "session");
+//! let frames = WireMessage { identities: vec![], message: request }.encode(&Signer::new("key"));
+//! let decoded = WireMessage::decode(frames, &mut Signer::new("key")).unwrap();
+//! assert_eq!(decoded.message.header.msg_type, "kernel_info_request");
+//! ```
+
+pub mod cell_error;
+pub mod connection;
+pub mod engine;
+pub mod handlers;
+pub mod install;
+pub mod protocol;
+pub mod server;
+pub mod side_channel;
+pub mod stream_batcher;
+pub mod transport;

@@ -1,0 +1,95 @@
+//! `torchbook`: the binary is glue. `kernel` runs a Jupyter kernel for a connection file;
+//! `install` writes the kernelspec. The logic lives in the modules below.
+
+use anyhow::Context;
+use torchbook_kernel::{connection, install, server};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "torchbook", version, about = "A Jupyter kernel for Rust notebooks with tch preloaded")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the kernel (what kernel.json starts).
+    Kernel {
+        /// The connection file written by the frontend.
+        #[arg(long, short = 'f')]
+        connection_file: PathBuf,
+    },
+    /// Install the kernelspec so Jupyter frontends can find torchbook.
+    Install(InstallArgs),
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// Install for the current user (the default).
+    #[arg(long, conflicts_with_all = ["sys_prefix", "prefix"])]
+    user: bool,
+    /// Install into the active Python environment (sys.prefix).
+    #[arg(long, conflicts_with = "prefix")]
+    sys_prefix: bool,
+    /// Install under PREFIX/share/jupyter/kernels.
+    #[arg(long)]
+    prefix: Option<PathBuf>,
+    /// Kernelspec name.
+    #[arg(long, default_value = "torchbook")]
+    name: String,
+    /// Name shown in the frontend's launcher.
+    #[arg(long, default_value = "Rust (torchbook)")]
+    display_name: String,
+    /// libtorch folder for the kernel's library path (defaults to $LIBTORCH).
+    #[arg(long, env = "LIBTORCH")]
+    libtorch: Option<PathBuf>,
+}
+
+fn main() {
+    // evcxr re-executes this binary as its worker and as a rustc wrapper; this must come first.
+    evcxr::runtime_hook();
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("torchbook: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Kernel { connection_file } => {
+            let info = connection::ConnectionInfo::from_file(&connection_file)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(server::serve(info))?;
+            // Detached tasks and the engine thread are not waited for: the work is done.
+            std::process::exit(0);
+        }
+        Command::Install(args) => {
+            let location = match (args.user, args.sys_prefix, args.prefix) {
+                (_, true, _) => install::InstallLocation::SysPrefix,
+                (_, _, Some(prefix)) => install::InstallLocation::Prefix(prefix),
+                _ => install::InstallLocation::User,
+            };
+            let options = install::InstallOptions {
+                location,
+                name: args.name,
+                display_name: args.display_name,
+                libtorch: args.libtorch,
+            };
+            let binary = std::env::current_exe().context("cannot locate the torchbook binary")?;
+            let dir = install::install(&options, &binary)?;
+            println!("Installed kernelspec {:?} in {}", options.name, dir.display());
+            println!("  binary:   {}", binary.display());
+            match &options.libtorch {
+                Some(path) => println!("  libtorch: {}", path.display()),
+                None => println!("  libtorch: none configured (plain Rust cells only)"),
+            }
+            Ok(())
+        }
+    }
+}

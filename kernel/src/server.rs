@@ -1,0 +1,110 @@
+//! Glue that runs a kernel: bind the channels, start their tasks, and wait for a reason to stop
+//! (a shutdown request, the parent process going away, or SIGTERM). SIGINT never stops it.
+
+use crate::connection::ConnectionInfo;
+use crate::engine::Engine;
+use crate::handlers::{ControlHandler, KernelState, ShellHandler};
+use crate::protocol::Signer;
+use crate::transport::{self, Sockets};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// Runs the kernel until it is told to stop.
+pub async fn serve(info: ConnectionInfo) -> Result<(), transport::BindError> {
+    let sockets = Sockets::bind(&info).await?;
+    // Start evcxr now, so its warm-up overlaps the frontend's first kernel_info round trip.
+    let engine = Engine::start();
+    let session = uuid::Uuid::new_v4().to_string();
+    let signer = Arc::new(Mutex::new(Signer::new(&info.key)));
+
+    tokio::spawn(transport::run_heartbeat(sockets.heartbeat));
+    let iopub = transport::start_iopub(sockets.iopub, signer.clone(), session.clone());
+    let (shutdown, mut shutdown_requested) = watch::channel(None);
+    let state = KernelState {
+        iopub: iopub.clone(),
+        worker: engine.worker(),
+        shutdown,
+    };
+
+    let (mut control_in, control_out) =
+        transport::router(sockets.control, signer.clone(), &session, "control");
+    let mut control = ControlHandler {
+        state: state.clone(),
+        replier: control_out,
+    };
+    tokio::spawn(async move {
+        while let Some(request) = control_in.next().await {
+            control.handle(request).await;
+        }
+    });
+
+    let (mut shell_in, shell_out) =
+        transport::router(sockets.shell, signer.clone(), &session, "shell");
+    let mut shell = ShellHandler {
+        state: state.clone(),
+        replier: shell_out,
+        engine,
+        execution_count: 0,
+    };
+    tokio::spawn(async move {
+        while let Some(request) = shell_in.next().await {
+            shell.handle(request).await;
+        }
+    });
+    // The stdin channel is bound so clients can connect; input_request comes with stdin support.
+    let _stdin = sockets.stdin;
+
+    let mut interrupts = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut parent_check = tokio::time::interval(Duration::from_millis(500));
+    let parent = ParentWatch::from_env();
+    loop {
+        tokio::select! {
+            _ = shutdown_requested.changed() => break,
+            _ = terminate.recv() => break,
+            // jupyter_client signals the whole process group; the kernel must survive it.
+            _ = interrupts.recv() => eprintln!("torchbook: SIGINT received; the kernel keeps running"),
+            _ = parent_check.tick() => if !parent.alive() {
+                eprintln!("torchbook: parent process is gone; exiting");
+                break;
+            },
+        }
+    }
+    // Let the shutdown reply and the final idle reach the wire before the process ends.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    iopub.flush().await;
+    state.worker.kill();
+    Ok(())
+}
+
+/// Notices when the process that started us has gone away, so no kernel is left orphaned.
+struct ParentWatch {
+    jpy_parent: Option<libc::pid_t>,
+    original_parent: libc::pid_t,
+}
+
+impl ParentWatch {
+    fn from_env() -> Self {
+        let jpy_parent = std::env::var("JPY_PARENT_PID")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|pid| *pid > 1);
+        ParentWatch {
+            jpy_parent,
+            // SAFETY: getppid has no preconditions.
+            original_parent: unsafe { libc::getppid() },
+        }
+    }
+
+    fn alive(&self) -> bool {
+        // SAFETY: getppid has no preconditions; kill with signal 0 only checks existence.
+        let reparented = self.original_parent > 1 && unsafe { libc::getppid() } != self.original_parent;
+        let jpy_gone = self.jpy_parent.is_some_and(|pid| {
+            let missing = unsafe { libc::kill(pid, 0) } != 0;
+            missing && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        });
+        !(reparented || jpy_gone)
+    }
+}

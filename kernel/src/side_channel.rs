@@ -1,0 +1,61 @@
+//! The side channel from cell code to the kernel: records framed as single lines on the worker's
+//! stdout, `\x1e` (ASCII record separator) + `torchbook ` + one JSON object. evcxr passes stdout
+//! through line by line and in order, so a record keeps its place among the cell's printed text.
+//! The format is specified in docs/ARCHITECTURE.md; `torchbook-display` writes the same framing.
+
+use serde::Deserialize;
+
+/// The marker that starts every record line.
+pub const RECORD_PREFIX: &str = "\u{1e}torchbook ";
+
+/// One record from the worker.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    /// A panic in cell code, reported by the panic hook installed in every worker.
+    Panic {
+        message: String,
+        #[serde(default)]
+        location: String,
+        #[serde(default)]
+        thread: String,
+    },
+}
+
+/// Reads a record from a stdout line; `None` for ordinary output. A line that carries the marker
+/// but not a valid record is shown as ordinary text rather than silently lost.
+pub fn parse(line: &str) -> Option<Record> {
+    let json = line.strip_prefix(RECORD_PREFIX)?;
+    match serde_json::from_str(json) {
+        Ok(record) => Some(record),
+        Err(e) => {
+            eprintln!("torchbook: unreadable side-channel record ({e}): {json}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_record() {
+        let line = "\u{1e}torchbook {\"type\":\"panic\",\"message\":\"boom\\n\",\"location\":\"src/lib.rs:3:5\",\"thread\":\"main\"}";
+        assert_eq!(
+            parse(line),
+            Some(Record::Panic {
+                message: "boom\n".into(),
+                location: "src/lib.rs:3:5".into(),
+                thread: "main".into()
+            })
+        );
+    }
+
+    #[test]
+    fn plain_and_broken_lines_are_not_records() {
+        assert_eq!(parse("hello"), None);
+        assert_eq!(parse("\u{1e}torchbook {not json"), None);
+        assert_eq!(parse("\u{1e}torchbook {\"type\":\"nope\"}"), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! A small Jupyter client for the integration tests: starts the real `torchbook` binary with a
+//! generated connection file and talks ZeroMQ to it. Every wait has a deadline, so a kernel that
+//! hangs fails the test instead of hanging it.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use torchbook_kernel::protocol::{Content, Message, Signer, WireMessage};
+use zeromq::{DealerSocket, ReqSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
+
+/// Long enough for a first cell on a busy 2-core machine (evcxr warms up a worker and rustc).
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct TestKernel {
+    pub process: Child,
+    pub key: String,
+    pub shell: DealerSocket,
+    pub control: DealerSocket,
+    pub iopub: SubSocket,
+    pub heartbeat: ReqSocket,
+    pub ports: Ports,
+    pub signer: Signer,
+    pub session: String,
+    dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub shell: u16,
+    pub control: u16,
+    pub stdin: u16,
+    pub iopub: u16,
+    pub hb: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_torchbook"))
+}
+
+/// Writes a connection file; returns its path and ports.
+pub fn connection_file(dir: &std::path::Path, key: &str) -> (PathBuf, Ports) {
+    let ports = Ports {
+        shell: free_port(),
+        control: free_port(),
+        stdin: free_port(),
+        iopub: free_port(),
+        hb: free_port(),
+    };
+    let info = json!({
+        "transport": "tcp", "ip": "127.0.0.1", "key": key, "signature_scheme": "hmac-sha256",
+        "shell_port": ports.shell, "control_port": ports.control, "stdin_port": ports.stdin,
+        "iopub_port": ports.iopub, "hb_port": ports.hb, "kernel_name": "torchbook"
+    });
+    let path = dir.join("connection.json");
+    std::fs::write(&path, serde_json::to_vec(&info).unwrap()).unwrap();
+    (path, ports)
+}
+
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("torchbook-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn timed<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+impl TestKernel {
+    /// Starts a kernel and connects all channels; returns once iopub is subscribed.
+    pub async fn start() -> TestKernel {
+        let dir = temp_dir();
+        let key = uuid::Uuid::new_v4().to_string();
+        let (path, ports) = connection_file(&dir, &key);
+        let process = Command::new(binary())
+            .args(["kernel", "--connection-file"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start torchbook");
+        let endpoint = |port: u16| format!("tcp://127.0.0.1:{port}");
+        let mut shell = DealerSocket::new();
+        let mut control = DealerSocket::new();
+        let mut iopub = SubSocket::new();
+        let mut heartbeat = ReqSocket::new();
+        // The kernel may still be binding: retry connects for a while.
+        for _ in 0..100 {
+            if shell.connect(&endpoint(ports.shell)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        control.connect(&endpoint(ports.control)).await.unwrap();
+        iopub.connect(&endpoint(ports.iopub)).await.unwrap();
+        iopub.subscribe("").await.unwrap();
+        heartbeat.connect(&endpoint(ports.hb)).await.unwrap();
+        let mut kernel = TestKernel {
+            process,
+            signer: Signer::new(&key),
+            key,
+            shell,
+            control,
+            iopub,
+            heartbeat,
+            ports,
+            session: uuid::Uuid::new_v4().to_string(),
+            dir,
+        };
+        let welcome = kernel.next_iopub().await;
+        assert_eq!(welcome.header.msg_type, "iopub_welcome");
+        kernel
+    }
+
+    pub fn message(&self, msg_type: &str, content: Value) -> Message {
+        let content = Content::from_parts(msg_type, content).expect("valid test content");
+        Message::new(content, None, &self.session)
+    }
+
+    pub fn frames(&self, message: Message) -> Vec<Bytes> {
+        WireMessage {
+            identities: vec![],
+            message,
+        }
+        .encode(&self.signer)
+    }
+
+    /// Sends a request on shell and returns its msg_id.
+    pub async fn send_shell(&mut self, msg_type: &str, content: Value) -> String {
+        let message = self.message(msg_type, content);
+        let id = message.header.msg_id.clone();
+        let frames = self.frames(message);
+        self.shell.send(ZmqMessage::try_from(frames).unwrap()).await.unwrap();
+        id
+    }
+
+    pub async fn send_control(&mut self, msg_type: &str, content: Value) -> String {
+        let message = self.message(msg_type, content);
+        let id = message.header.msg_id.clone();
+        let frames = self.frames(message);
+        self.control.send(ZmqMessage::try_from(frames).unwrap()).await.unwrap();
+        id
+    }
+
+    pub async fn send_raw_shell(&mut self, frames: Vec<Bytes>) {
+        self.shell.send(ZmqMessage::try_from(frames).unwrap()).await.unwrap();
+    }
+
+    fn decode(&self, frames: ZmqMessage) -> Message {
+        // The client verifies with a fresh replay window: iopub and shell share none here.
+        let mut verifier = Signer::new(&self.key);
+        WireMessage::decode(frames.into_vec(), &mut verifier)
+            .expect("kernel sends well-formed, signed messages")
+            .message
+    }
+
+    pub async fn shell_reply(&mut self) -> Message {
+        let frames = timed("a shell reply", self.shell.recv()).await.unwrap();
+        self.decode(frames)
+    }
+
+    pub async fn control_reply(&mut self) -> Message {
+        let frames = timed("a control reply", self.control.recv()).await.unwrap();
+        self.decode(frames)
+    }
+
+    pub async fn next_iopub(&mut self) -> Message {
+        let frames = timed("an iopub message", self.iopub.recv()).await.unwrap();
+        self.decode(frames)
+    }
+
+    /// Collects the iopub messages parented to `msg_id` up to and including its `idle`.
+    pub async fn iopub_until_idle(&mut self, msg_id: &str) -> Vec<Message> {
+        let mut seen = Vec::new();
+        loop {
+            let message = self.next_iopub().await;
+            let mine = message
+                .parent_header
+                .as_ref()
+                .is_some_and(|p| p.msg_id == msg_id);
+            if !mine {
+                continue;
+            }
+            let idle = message.header.msg_type == "status"
+                && message.content.to_value()["execution_state"] == "idle";
+            seen.push(message);
+            if idle {
+                return seen;
+            }
+        }
+    }
+
+    /// Runs a cell: returns its execute_reply content and its iopub messages.
+    pub async fn execute(&mut self, code: &str) -> (Value, Vec<Message>) {
+        let id = self
+            .send_shell("execute_request", json!({"code": code, "silent": false}))
+            .await;
+        let reply = self.shell_reply().await;
+        assert_eq!(reply.parent_header.as_ref().unwrap().msg_id, id);
+        let messages = self.iopub_until_idle(&id).await;
+        (reply.content.to_value(), messages)
+    }
+
+    pub async fn ping(&mut self, payload: &[u8]) -> Vec<u8> {
+        let ping = ZmqMessage::from(Bytes::copy_from_slice(payload));
+        self.heartbeat.send(ping).await.unwrap();
+        let pong = timed("a heartbeat", self.heartbeat.recv()).await.unwrap();
+        pong.into_vec().concat()
+    }
+
+    /// True when the process has exited within `wait`.
+    pub fn exited_within(&mut self, wait: Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.process.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for TestKernel {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The text of all `stream` messages of one name, joined.
+pub fn stream_text(messages: &[Message], name: &str) -> String {
+    messages
+        .iter()
+        .filter(|m| m.header.msg_type == "stream")
+        .map(|m| m.content.to_value())
+        .filter(|c| c["name"] == name)
+        .map(|c| c["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The msg_types of a list of messages, in order.
+pub fn types(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(|m| m.header.msg_type.clone()).collect()
+}
+
+/// Declares an async test with a multi-thread runtime.
+#[macro_export]
+macro_rules! kernel_test {
+    ($name:ident, $body:expr) => {
+        #[test]
+        fn $name() {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on($body);
+        }
+    };
+}
