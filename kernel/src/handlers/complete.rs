@@ -49,6 +49,6 @@ mod tests {
         let bytes = byte_offset(code, 13);
         assert_eq!(bytes, code.len());
         assert_eq!(code_points(code, bytes), 13);
-        assert_eq!(byte_offset(code, 5), 4);
+        assert_eq!(byte_offset(code, 5), 6);
     }
 }

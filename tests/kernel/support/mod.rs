@@ -131,11 +131,7 @@ impl TestKernel {
     }
 
     pub fn frames(&self, message: Message) -> Vec<Bytes> {
-        WireMessage {
-            identities: vec![],
-            message,
-        }
-        .encode(&self.signer)
+        encode_with_key(message, &self.key)
     }
 
     /// Sends a request on shell and returns its msg_id.
@@ -240,6 +236,15 @@ impl Drop for TestKernel {
         let _ = self.process.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Encodes and signs a message with any key (a wrong one, to forge).
+pub fn encode_with_key(message: Message, key: &str) -> Vec<Bytes> {
+    WireMessage {
+        identities: vec![],
+        message,
+    }
+    .encode(&Signer::new(key))
 }
 
 /// The text of all `stream` messages of one name, joined.

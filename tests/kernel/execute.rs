@@ -1,0 +1,126 @@
+//! Running cells through evcxr: results, streamed and batched output, compile errors with a
+//! caret, panics that keep earlier variables, evcxr `:commands`, silent execution.
+
+mod support;
+
+use serde_json::json;
+use std::time::{Duration, Instant};
+use support::{stream_text, types, TestKernel};
+
+kernel_test!(values_counts_and_message_order, async {
+    let mut k = TestKernel::start().await;
+    let (reply, iopub) = k.execute("1 + 1").await;
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(reply["execution_count"], 1);
+    assert_eq!(types(&iopub), ["status", "execute_input", "execute_result", "status"]);
+    let result = iopub[2].content.to_value();
+    assert_eq!(result["data"]["text/plain"], "2");
+    assert_eq!(result["execution_count"], 1);
+    let (reply, iopub) = k.execute("let v = vec![1, 2, 3];").await;
+    assert_eq!(reply["execution_count"], 2);
+    assert!(!types(&iopub).contains(&"execute_result".to_owned()), "a statement has no value");
+    let (_, iopub) = k.execute("v.iter().sum::<i32>()").await;
+    assert_eq!(iopub[2].content.to_value()["data"]["text/plain"], "6");
+    // silent: no execute_input, no result, the count does not move.
+    let id = k
+        .send_shell("execute_request", json!({"code": "40 + 2", "silent": true}))
+        .await;
+    let reply = k.shell_reply().await.content.to_value();
+    assert_eq!(reply["execution_count"], 3);
+    assert_eq!(types(&k.iopub_until_idle(&id).await), ["status", "status"]);
+});
+
+kernel_test!(output_is_streamed_while_the_cell_runs, async {
+    let mut k = TestKernel::start().await;
+    k.execute("1").await;
+    let code = r#"println!("before"); eprintln!("on stderr");
+std::thread::sleep(std::time::Duration::from_millis(1500)); println!("after");"#;
+    let id = k.send_shell("execute_request", json!({"code": code})).await;
+    let mut first_stream_at = None;
+    let mut messages = Vec::new();
+    loop {
+        let m = k.next_iopub().await;
+        if m.parent_header.as_ref().map(|p| p.msg_id.as_str()) != Some(id.as_str()) {
+            continue;
+        }
+        if m.header.msg_type == "stream" && first_stream_at.is_none() {
+            first_stream_at = Some(Instant::now());
+        }
+        let idle = m.header.msg_type == "status" && m.content.to_value()["execution_state"] == "idle";
+        messages.push(m);
+        if idle {
+            break;
+        }
+    }
+    let waited = first_stream_at.expect("stream output").elapsed();
+    assert!(waited > Duration::from_millis(1000), "first output came {waited:?} before idle");
+    assert_eq!(stream_text(&messages, "stdout"), "before\nafter\n");
+    assert_eq!(stream_text(&messages, "stderr"), "on stderr\n");
+    k.shell_reply().await;
+});
+
+kernel_test!(many_lines_are_batched, async {
+    let mut k = TestKernel::start().await;
+    let (reply, iopub) = k.execute("for i in 0..10000 { println!(\"line {i}\"); }").await;
+    assert_eq!(reply["status"], "ok");
+    let streams = iopub.iter().filter(|m| m.header.msg_type == "stream").count();
+    let text = stream_text(&iopub, "stdout");
+    assert_eq!(text.lines().count(), 10000);
+    assert!(text.ends_with("line 9999\n"));
+    assert!(streams <= 20, "{streams} stream messages for 10,000 lines");
+});
+
+kernel_test!(compile_error_shows_line_and_caret, async {
+    let mut k = TestKernel::start().await;
+    let (reply, iopub) = k.execute("let ok = 1;\nlet n: i32 = \"text\";").await;
+    assert_eq!(reply["status"], "error");
+    assert_eq!(reply["ename"], "CompileError");
+    assert_eq!(reply["evalue"], "mismatched types");
+    let error = iopub.iter().find(|m| m.header.msg_type == "error").expect("error on iopub");
+    let traceback = error.content.to_value()["traceback"].to_string();
+    assert!(traceback.contains("E0308"), "{traceback}");
+    assert!(traceback.contains("cell:2:"), "{traceback}");
+    assert!(traceback.contains("let n: i32 = \\\"text\\\";"), "{traceback}");
+    assert!(traceback.contains("^^^^^^"), "{traceback}");
+    // The kernel carries on.
+    let (reply, _) = k.execute("2 * 21").await;
+    assert_eq!(reply["status"], "ok");
+});
+
+kernel_test!(panic_is_an_error_and_keeps_earlier_variables, async {
+    let mut k = TestKernel::start().await;
+    k.execute("let kept = 41;").await;
+    let (reply, iopub) = k.execute("let lost = 1;\npanic!(\"boom {}\", kept);").await;
+    assert_eq!(reply["status"], "error");
+    assert_eq!(reply["ename"], "Panic");
+    assert_eq!(reply["evalue"], "boom 41");
+    assert!(iopub.iter().any(|m| m.header.msg_type == "error"));
+    let (reply, iopub) = k.execute("kept + 1").await;
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(iopub[2].content.to_value()["data"]["text/plain"], "42");
+});
+
+kernel_test!(worker_crash_is_reported_and_kernel_recovers, async {
+    let mut k = TestKernel::start().await;
+    k.execute("let doomed = 7;").await;
+    let (reply, _) = k.execute("std::process::abort();").await;
+    assert_eq!(reply["status"], "error");
+    assert_eq!(reply["ename"], "WorkerDied");
+    assert!(reply["traceback"].to_string().contains("doomed"), "{}", reply["traceback"]);
+    let (reply, iopub) = k.execute("3 + 4").await;
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(iopub[2].content.to_value()["data"]["text/plain"], "7");
+    // Panics are still reported after the restart.
+    let (reply, _) = k.execute("panic!(\"again\")").await;
+    assert_eq!(reply["ename"], "Panic");
+});
+
+kernel_test!(evcxr_commands_pass_through, async {
+    let mut k = TestKernel::start().await;
+    k.execute("let answer: u64 = 42;").await;
+    let (reply, iopub) = k.execute(":vars").await;
+    assert_eq!(reply["status"], "ok");
+    let shown = serde_json::to_string(&iopub.iter().map(|m| m.content.to_value()).collect::<Vec<_>>())
+        .unwrap();
+    assert!(shown.contains("answer") && shown.contains("u64"), "{shown}");
+});
