@@ -1,0 +1,64 @@
+"""Example notebooks executed headless with nbclient, as nbconvert and papermill run them."""
+
+import pathlib
+
+import nbclient
+import nbformat
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.ipynb"))
+
+
+def execute(nb):
+    client = nbclient.NotebookClient(nb, kernel_name="torchbook", timeout=300)
+    client.execute()
+    return nb
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs_without_errors(path):
+    nb = execute(nbformat.read(path, as_version=4))
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), "execution_count starts at 1, in order"
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            assert output.output_type != "error", f"{cell.source!r} failed: {output}"
+
+
+def test_basics_notebook_values():
+    nb = execute(nbformat.read(ROOT / "examples" / "01-rust-basics.ipynb", as_version=4))
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = code[0].outputs
+    assert first[0].output_type == "stream" and first[0].text == "hello from torchbook\n"
+    assert first[1].data["text/plain"] == "20"
+    fit = code[4].outputs[-1].data["text/plain"]
+    assert fit == '"w = 3.000, b = 1.000"', fit
+
+
+def test_broken_cell_stops_with_a_clear_error():
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("let a = 1;"),
+            nbformat.v4.new_code_cell('let b: u8 = "not a number";'),
+            nbformat.v4.new_code_cell("a + 1"),
+        ]
+    )
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as failure:
+        execute(nb)
+    assert "CompileError" in str(failure.value)
+    assert "mismatched types" in str(failure.value)
+
+
+def test_errors_allowed_keeps_going():
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("let a = 1;"),
+            nbformat.v4.new_code_cell('panic!("stop here")'),
+            nbformat.v4.new_code_cell("a + 1"),
+        ]
+    )
+    client = nbclient.NotebookClient(nb, kernel_name="torchbook", timeout=300, allow_errors=True)
+    client.execute()
+    assert nb.cells[1].outputs[0].ename == "Panic"
+    assert nb.cells[2].outputs[0].data["text/plain"] == "2"
