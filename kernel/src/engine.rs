@@ -259,3 +259,37 @@ fn drain(source: &Receiver<String>, linger: Duration, send: &dyn Fn(String) -> b
         }
     }
 }
+
+/// The kernel's own evcxr working folder (cell crates, build output), removed when the kernel
+/// exits so that kernels do not leave gigabytes behind in /tmp. Two kernels never share one.
+pub struct WorkDir {
+    path: std::path::PathBuf,
+    owned: bool,
+}
+
+impl WorkDir {
+    /// Chooses the folder and points evcxr at it. A user's own `EVCXR_TMPDIR` is respected and
+    /// kept. Call before any thread starts: it sets an environment variable.
+    pub fn create() -> std::io::Result<WorkDir> {
+        if let Some(path) = std::env::var_os("EVCXR_TMPDIR") {
+            return Ok(WorkDir {
+                path: path.into(),
+                owned: false,
+            });
+        }
+        let path = std::env::temp_dir().join(format!(
+            "torchbook-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&path)?;
+        std::env::set_var("EVCXR_TMPDIR", &path);
+        Ok(WorkDir { path, owned: true })
+    }
+
+    pub fn remove(self) {
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

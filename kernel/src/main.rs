@@ -2,7 +2,7 @@
 //! `install` writes the kernelspec. The logic lives in the modules below.
 
 use anyhow::Context;
-use torchbook_kernel::{connection, install, server};
+use torchbook_kernel::{connection, engine, install, server};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -60,12 +60,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Kernel { connection_file } => {
             let info = connection::ConnectionInfo::from_file(&connection_file)?;
+            let workdir = engine::WorkDir::create().context("cannot create a working folder")?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(server::serve(info))?;
+            let served = runtime.block_on(server::serve(info));
+            workdir.remove();
+            served?;
             // Detached tasks and the engine thread are not waited for: the work is done.
             std::process::exit(0);
         }

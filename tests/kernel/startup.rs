@@ -84,3 +84,29 @@ fn install_writes_and_replaces_kernelspec() {
     assert_eq!(spec["display_name"], "Other");
     std::fs::remove_dir_all(prefix).unwrap();
 }
+
+#[test]
+fn exits_when_its_parent_is_gone() {
+    let dir = temp_dir();
+    let (path, _) = connection_file(&dir, "k");
+    let mut parent = Command::new("sleep").arg("0.5").spawn().unwrap();
+    let mut kernel = Command::new(binary())
+        .args(["kernel", "-f", path.to_str().unwrap()])
+        .env("JPY_PARENT_PID", parent.id().to_string())
+        .spawn()
+        .unwrap();
+    parent.wait().unwrap(); // reaped: the pid no longer exists
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut exited = false;
+    while std::time::Instant::now() < deadline {
+        if kernel.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !exited {
+        kernel.kill().unwrap();
+    }
+    assert!(exited, "kernel outlived JPY_PARENT_PID");
+}

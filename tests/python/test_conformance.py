@@ -23,6 +23,11 @@ class TorchbookKernelTests(jkt.KernelTests):
         {"code": 'format!("{:?}", vec![1, 2])', "result": '"[1, 2]"'},
     ]
 
+    completion_samples = [
+        {"text": "std::collections::HashM", "matches": {"HashMap"}},
+        {"text": ":va", "matches": {":vars"}},
+    ]
+
     # Issue 5 (protocol behaviours): is_complete from a real Rust parser.
     complete_code_samples = ["1 + 1", "let x = 1;", "fn f() {}"]
     incomplete_code_samples = ["fn f() {", "let s = \"abc", "let v = vec![1,"]
