@@ -161,3 +161,27 @@ kernel_test!(sigint_does_not_kill_the_kernel, async {
     k.send_shell("kernel_info_request", json!({})).await;
     assert_eq!(k.shell_reply().await.header.msg_type, "kernel_info_reply");
 });
+
+kernel_test!(interrupt_reply_comes_and_stops_a_running_cell, async {
+    let mut k = TestKernel::start().await;
+    k.execute("let before = 1;").await;
+    let id = k
+        .send_shell("execute_request", json!({"code": "loop { std::hint::spin_loop(); }"}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    k.send_control("interrupt_request", json!({})).await;
+    let interrupt = k.control_reply().await;
+    assert_eq!(interrupt.header.msg_type, "interrupt_reply");
+    assert_eq!(interrupt.content.to_value()["status"], "ok");
+    let reply = k.shell_reply().await;
+    assert_eq!(reply.parent_header.unwrap().msg_id, id);
+    assert!(started.elapsed() < Duration::from_secs(10), "the cell stopped");
+    let content = reply.content.to_value();
+    assert_eq!(content["status"], "error");
+    // Until the cooperative interrupt exists the worker is restarted, and the user is told what
+    // was lost.
+    assert!(content["traceback"].to_string().contains("before"), "{content}");
+    let (reply, _) = k.execute("1 + 1").await;
+    assert_eq!(reply["status"], "ok");
+});

@@ -110,3 +110,49 @@ fn exits_when_its_parent_is_gone() {
     }
     assert!(exited, "kernel outlived JPY_PARENT_PID");
 }
+
+#[test]
+fn ipc_transport_serves_kernel_info() {
+    use serde_json::json;
+    use torchbook_kernel::protocol::{Content, Message, Signer, WireMessage};
+    use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+
+    let dir = temp_dir();
+    let base = dir.join("kernel");
+    let info = json!({
+        "transport": "ipc", "ip": base.to_str().unwrap(), "key": "", "signature_scheme": "hmac-sha256",
+        "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5
+    });
+    let path = dir.join("ipc.json");
+    std::fs::write(&path, info.to_string()).unwrap();
+    let mut kernel = Command::new(binary())
+        .args(["kernel", "-f", path.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reply = runtime.block_on(async {
+        let mut shell = DealerSocket::new();
+        let endpoint = format!("ipc://{}-1", base.display());
+        for _ in 0..100 {
+            if std::path::Path::new(&format!("{}-1", base.display())).exists()
+                && shell.connect(&endpoint).await.is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let request = Message::new(
+            Content::from_parts("kernel_info_request", json!({})).unwrap(),
+            None,
+            "s",
+        );
+        let frames = WireMessage { identities: vec![], message: request }.encode(&Signer::new(""));
+        shell.send(ZmqMessage::try_from(frames).unwrap()).await.unwrap();
+        let answer = tokio::time::timeout(support::TIMEOUT, shell.recv()).await.unwrap().unwrap();
+        WireMessage::decode(answer.into_vec(), &mut Signer::new("")).unwrap().message
+    });
+    Command::new("kill").args(["-TERM", &kernel.id().to_string()]).status().unwrap();
+    let status = kernel.wait().unwrap();
+    assert_eq!(reply.header.msg_type, "kernel_info_reply");
+    assert!(status.success(), "SIGTERM is a clean exit: {status}");
+}

@@ -232,7 +232,12 @@ impl TestKernel {
 
 impl Drop for TestKernel {
     fn drop(&mut self) {
-        let _ = self.process.kill();
+        // SIGTERM first, so the kernel removes its evcxr work folder; SIGKILL if it lingers.
+        let pid = self.process.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if !self.exited_within(Duration::from_secs(5)) {
+            let _ = self.process.kill();
+        }
         let _ = self.process.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
