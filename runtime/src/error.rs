@@ -1,0 +1,69 @@
+//! The one error type of the cell-side API. Every variant says what was expected and what was
+//! found, so a shape or file mistake reads as a sentence rather than a C++ backtrace.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout `torchbook`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor had the wrong shape for where it was used.
+    #[error("{context}: expected shape {expected}, found {found:?}")]
+    Shape {
+        context: String,
+        expected: String,
+        found: Vec<i64>,
+    },
+    /// libtorch refused an operation (its message is kept).
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A data file could be read but not understood.
+    #[error("{path}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A saved checkpoint does not fit the model it is loaded into.
+    #[error("checkpoint {path}: tensor {tensor:?}: expected {expected}, found {found}")]
+    Checkpoint {
+        path: PathBuf,
+        tensor: String,
+        expected: String,
+        found: String,
+    },
+    /// The API was used in the wrong order or with impossible settings.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub(crate) fn shape(context: impl Into<String>, expected: impl Into<String>, found: &[i64]) -> Self {
+        Error::Shape {
+            context: context.into(),
+            expected: expected.into(),
+            found: found.to_vec(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn parse(path: impl Into<PathBuf>, line: Option<usize>, message: impl Into<String>) -> Self {
+        Error::Parse {
+            path: path.into(),
+            line,
+            message: message.into(),
+        }
+    }
+}
