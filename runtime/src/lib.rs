@@ -1,19 +1,49 @@
 //! `torchbook`: the cell-side API of torchbook notebooks — tch underneath, a Keras-like layer on
 //! top. Every session starts with `use torchbook::prelude::*;`.
+//!
+//! ```no_run
+//! use torchbook::prelude::*;
+//!
+//! # fn main() -> torchbook::Result<()> {
+//! let xs = Tensor::randn([256, 4], (Kind::Float, Device::Cpu));
+//! let ys = xs.sum_dim_intlist(1, false, Kind::Float).gt(0.0).to_kind(Kind::Int64);
+//! let data = Dataset::new(xs, ys)?;
+//! let mut model = Model::new(Sequential::new().add(Dense::new(16)).add(ReLU).add(Dense::new(2)), &[4])?;
+//! model.compile(Optimizer::adam(1e-2), Loss::cross_entropy(), &[Metric::Accuracy]);
+//! let history = model.fit(&data, FitOptions { epochs: 5, batch_size: 32, ..Default::default() })?;
+//! println!("{}", model.summary());
+//! # Ok(()) }
+//! ```
 
+pub mod callbacks;
+pub mod checkpoint;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod history;
 pub mod interrupt;
 pub mod layers;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+mod rng;
 
 pub use error::{Error, Result};
 pub use interrupt::{check_interrupt, Interrupted};
 
 /// Everything a notebook needs in scope.
 pub mod prelude {
+    pub use crate::callbacks::{Callback, EarlyStopping, LrSchedule, ModelCheckpoint, OnBatchEnd, OnEpochEnd, TrainContext};
+    pub use crate::data::{Dataset, Transform};
     pub use crate::device::BestDevice;
     pub use crate::error::{Error as TorchbookError, Result as TorchbookResult};
+    pub use crate::history::{EpochLog, History};
     pub use crate::interrupt::check_interrupt;
     pub use crate::layers::*;
+    pub use crate::loss::Loss;
+    pub use crate::metrics::Metric;
+    pub use crate::model::{Evaluation, FitOptions, Model, Summary, Validation};
+    pub use crate::optim::Optimizer;
     pub use tch::{self, nn, no_grad, manual_seed, Device, Kind, Tensor};
 }

@@ -1,0 +1,412 @@
+//! `Model`: a network with its parameters, compiled with an optimizer, a loss and metrics, then
+//! trained with `fit`, measured with `evaluate`, used with `predict`, saved and loaded.
+
+use crate::callbacks::{Callback, TrainContext};
+use crate::checkpoint;
+use crate::data::Dataset;
+use crate::device::BestDevice;
+use crate::error::{Error, Result};
+use crate::history::{EpochLog, History};
+use crate::interrupt;
+use crate::layers::{Layer, SummaryRow};
+use crate::loss::Loss;
+use crate::metrics::{Metric, MetricSet};
+use crate::optim::Optimizer;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Where validation figures come from during `fit`.
+pub enum Validation {
+    None,
+    /// Hold out this fraction of the training data (seeded by `FitOptions::seed`).
+    Split(f64),
+    Data(Dataset),
+}
+
+/// Options for [`Model::fit`]; start from `FitOptions::default()` and set what you need.
+pub struct FitOptions {
+    pub epochs: usize,
+    pub batch_size: i64,
+    pub validation: Validation,
+    pub shuffle: bool,
+    pub seed: u64,
+    pub callbacks: Vec<Box<dyn Callback>>,
+    /// Print one line per epoch.
+    pub verbose: bool,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            validation: Validation::None,
+            shuffle: true,
+            seed: 0,
+            callbacks: Vec::new(),
+            verbose: true,
+        }
+    }
+}
+
+/// What `evaluate` returns.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub metrics: BTreeMap<String, f64>,
+    /// Rows: true class, columns: predicted class (when `Metric::ConfusionMatrix` or a
+    /// precision/recall/F1 metric was compiled in).
+    pub confusion_matrix: Option<Tensor>,
+}
+
+struct Compiled {
+    optimizer: Optimizer,
+    loss: Loss,
+    metrics: Vec<Metric>,
+}
+
+pub struct Model {
+    vs: nn::VarStore,
+    net: Box<dyn Layer>,
+    input_shape: Vec<i64>,
+    input_kind: Kind,
+    output_shape: Vec<i64>,
+    compiled: Option<Compiled>,
+    epochs_trained: usize,
+}
+
+impl Model {
+    /// Builds `net` for float inputs of `input_shape` (without the batch dimension) on
+    /// `Device::best()`.
+    pub fn new(net: impl Layer + 'static, input_shape: &[i64]) -> Result<Self> {
+        Self::build(Box::new(net), input_shape, Kind::Float, Device::best())
+    }
+
+    /// Builds `net` for integer token ids (e.g. `[sequence_length]`), for models that start with
+    /// an `Embedding`.
+    pub fn for_tokens(net: impl Layer + 'static, input_shape: &[i64]) -> Result<Self> {
+        Self::build(Box::new(net), input_shape, Kind::Int64, Device::best())
+    }
+
+    /// Builds on a chosen device and input kind.
+    pub fn build(mut net: Box<dyn Layer>, input_shape: &[i64], input_kind: Kind, device: Device) -> Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let mut dims = vec![2];
+        dims.extend_from_slice(input_shape);
+        let sample = Tensor::f_zeros(dims.as_slice(), (input_kind, device))?;
+        net.build(&vs.root(), &sample)?;
+        let out = tch::no_grad(|| net.forward(&sample, false))?;
+        Ok(Model {
+            vs,
+            net,
+            input_shape: input_shape.to_vec(),
+            input_kind,
+            output_shape: out.size()[1..].to_vec(),
+            compiled: None,
+            epochs_trained: 0,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    pub fn epochs_trained(&self) -> usize {
+        self.epochs_trained
+    }
+
+    /// Number of trainable parameters.
+    pub fn parameter_count(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(Tensor::numel).map(|n| n as i64).sum()
+    }
+
+    /// A Keras-style table of layers, output shapes and parameter counts.
+    pub fn summary(&self) -> Summary {
+        let vars = self.vs.variables();
+        let mut rows = self.net.summary_rows();
+        if rows.is_empty() {
+            rows.push(SummaryRow { name: self.net.name(), output_shape: self.output_shape.clone(), prefix: String::new() });
+        }
+        let lines = rows
+            .into_iter()
+            .map(|row| {
+                let params = vars
+                    .iter()
+                    .filter(|(name, _)| name.starts_with(&row.prefix))
+                    .map(|(_, t)| t.numel() as i64)
+                    .sum();
+                (row.name, row.output_shape, params)
+            })
+            .collect();
+        let trainable = self.parameter_count();
+        let total = vars.values().map(|t| t.numel() as i64).sum();
+        Summary { input_shape: self.input_shape.clone(), rows: lines, total, trainable }
+    }
+
+    /// Chooses the optimizer, the loss and the metrics for `fit` and `evaluate`.
+    pub fn compile(&mut self, optimizer: Optimizer, loss: Loss, metrics: &[Metric]) {
+        self.compiled = Some(Compiled { optimizer, loss, metrics: metrics.to_vec() });
+    }
+
+    fn compiled(&self) -> Result<&Compiled> {
+        self.compiled.as_ref().ok_or_else(|| Error::Usage("call model.compile(optimizer, loss, metrics) first".into()))
+    }
+
+    fn prepare_input(&self, xs: &Tensor) -> Result<Tensor> {
+        prepare(xs, &self.input_shape, self.input_kind)
+    }
+
+    /// The network applied to a batch (train mode switches dropout and batch statistics).
+    pub fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let xs = self.prepare_input(xs)?;
+        self.net.forward(&xs.to_device(self.device()), train)
+    }
+
+    /// Predictions for `xs` in batches, without gradients, in evaluation mode. Stops between
+    /// batches on interrupt (returns an error then, since a partial prediction is not useful).
+    pub fn predict(&self, xs: &Tensor, batch_size: i64) -> Result<Tensor> {
+        let xs = self.prepare_input(xs)?;
+        let n = xs.size()[0];
+        let mut outputs = Vec::new();
+        let mut start = 0;
+        while start < n {
+            if interrupt::take_interrupt() {
+                return Err(Error::Usage("predict was interrupted".into()));
+            }
+            let size = batch_size.max(1).min(n - start);
+            let batch = xs.f_narrow(0, start, size)?.to_device(self.device());
+            outputs.push(tch::no_grad(|| self.net.forward(&batch, false))?);
+            start += size;
+        }
+        if outputs.is_empty() {
+            let mut dims = vec![0];
+            dims.extend_from_slice(&self.output_shape);
+            return Ok(Tensor::f_zeros(dims.as_slice(), (Kind::Float, self.device()))?);
+        }
+        Ok(Tensor::f_cat(&outputs, 0)?)
+    }
+
+    /// Loss and metrics over `data`, in evaluation mode.
+    pub fn evaluate(&self, data: &Dataset, batch_size: i64) -> Result<Evaluation> {
+        let compiled = self.compiled()?;
+        let data = data.to_device(self.device());
+        let mut metrics = MetricSet::new(&compiled.metrics);
+        let mut loss_sum = Tensor::f_zeros([], (Kind::Double, self.device()))?;
+        for batch in data.batches(batch_size, None, false)? {
+            if interrupt::take_interrupt() {
+                return Err(Error::Usage("evaluate was interrupted".into()));
+            }
+            let (x, y) = batch?;
+            let x = self.prepare_input(&x)?;
+            let preds = tch::no_grad(|| self.net.forward(&x, false))?;
+            let loss = compiled.loss.compute(&preds, &y)?;
+            loss_sum = loss_sum.f_add(&loss.to_kind(Kind::Double).f_mul_scalar(x.size()[0])?)?;
+            metrics.update(&preds, &y)?;
+        }
+        Ok(Evaluation {
+            loss: loss_sum.double_value(&[]) / data.len().max(1) as f64,
+            metrics: metrics.values(),
+            confusion_matrix: metrics.confusion_matrix(),
+        })
+    }
+
+    /// Trains on `data`. Returns the History of finished epochs; on interrupt, returns early with
+    /// `History::interrupted` set and the model as it was after the last batch.
+    pub fn fit(&mut self, data: &Dataset, mut options: FitOptions) -> Result<History> {
+        self.compiled()?;
+        let (train, validation) = match std::mem::replace(&mut options.validation, Validation::None) {
+            Validation::None => (data.clone(), None),
+            Validation::Split(fraction) => {
+                let (train, val) = data.split(fraction, options.seed)?;
+                (train, Some(val.without_transforms()))
+            }
+            Validation::Data(val) => (data.clone(), Some(val)),
+        };
+        let device = self.device();
+        let train = train.to_device(device);
+        let validation = validation.map(|v| v.to_device(device));
+        // A stale Ctrl-C from before this cell must not stop the new run.
+        interrupt::take_interrupt();
+        let params = self.vs.trainable_variables();
+        let initial_lr = self.compiled()?.optimizer.lr;
+        let mut ctx = TrainContext { var_store: &self.vs, lr: initial_lr, initial_lr, stop: false };
+        for cb in options.callbacks.iter_mut() {
+            cb.on_train_begin(&mut ctx)?;
+        }
+        let batch_callbacks: Vec<usize> =
+            options.callbacks.iter().enumerate().filter(|(_, c)| c.wants_batches()).map(|(i, _)| i).collect();
+        let mut history = History::default();
+        let compiled = self.compiled.as_mut().expect("checked above");
+        'epochs: for _ in 0..options.epochs {
+            let epoch = self.epochs_trained + 1;
+            let started = Instant::now();
+            compiled.optimizer.lr = ctx.lr;
+            let mut metrics = MetricSet::new(&compiled.metrics);
+            let mut loss_sum = Tensor::f_zeros([], (Kind::Double, device))?;
+            let mut seen = 0i64;
+            let shuffle = options.shuffle.then_some(options.seed.wrapping_add(epoch as u64));
+            for (index, batch) in train.batches(options.batch_size, shuffle, true)?.enumerate() {
+                if interrupt::take_interrupt() {
+                    history.interrupted = true;
+                    if options.verbose {
+                        println!("Interrupted in epoch {epoch} at batch {index}: the model keeps its weights; History has {} complete epoch(s).", history.len());
+                    }
+                    break 'epochs;
+                }
+                let (x, y) = batch?;
+                let x = prepare(&x, &self.input_shape, self.input_kind)?;
+                let preds = self.net.forward(&x, true)?;
+                let loss = compiled.loss.compute(&preds, &y)?;
+                for p in &params {
+                    p.shallow_clone().zero_grad();
+                }
+                loss.f_backward()?;
+                compiled.optimizer.step(&params)?;
+                let n = x.size()[0];
+                seen += n;
+                let detached = loss.detach();
+                loss_sum = loss_sum.f_add(&detached.to_kind(Kind::Double).f_mul_scalar(n)?)?;
+                metrics.update(&preds.detach(), &y)?;
+                for &i in &batch_callbacks {
+                    options.callbacks[i].on_batch_end(&mut ctx, index, &detached)?;
+                }
+            }
+            let train_seconds = started.elapsed().as_secs_f64();
+            let mut log = EpochLog {
+                epoch,
+                loss: loss_sum.double_value(&[]) / seen.max(1) as f64,
+                metrics: metrics.values(),
+                val_loss: None,
+                val_metrics: BTreeMap::new(),
+                lr: compiled.optimizer.lr,
+                seconds: 0.0,
+                samples_per_second: seen as f64 / train_seconds.max(1e-9),
+            };
+            self.epochs_trained = epoch;
+            if let Some(val) = &validation {
+                let compiled_ref = Compiled { optimizer: Optimizer::sgd(0.0), loss: compiled.loss.clone(), metrics: compiled.metrics.clone() };
+                let evaluation = evaluate_with(&*self.net, &compiled_ref, val, options.batch_size, &self.input_shape, self.input_kind)?;
+                log.val_loss = Some(evaluation.loss);
+                log.val_metrics = evaluation.metrics;
+            }
+            log.seconds = started.elapsed().as_secs_f64();
+            if options.verbose {
+                println!("{log}");
+            }
+            for cb in options.callbacks.iter_mut() {
+                cb.on_epoch_end(&mut ctx, &log)?;
+            }
+            history.epochs.push(log);
+            if ctx.stop {
+                history.stopped_early = true;
+                break;
+            }
+        }
+        for cb in options.callbacks.iter_mut() {
+            cb.on_train_end(&mut ctx)?;
+        }
+        Ok(history)
+    }
+
+    /// Saves the weights to a `.safetensors` file.
+    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
+        checkpoint::save_weights(&self.vs, path.as_ref())
+    }
+
+    /// Loads weights saved by `save_weights`; a file for another shape of model is refused
+    /// with the name of the first mismatched tensor, and the model is left unchanged.
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        checkpoint::load_weights(&self.vs, path.as_ref())
+    }
+
+    /// Saves weights, optimizer state and the epoch count.
+    pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
+        let compiled = self.compiled()?;
+        checkpoint::save_checkpoint(&self.vs, &compiled.optimizer, self.epochs_trained, path.as_ref())
+    }
+
+    /// Restores a checkpoint saved by `save_checkpoint` (compile first with the same optimizer
+    /// kind); returns the epoch it was saved at, from which `fit` continues counting.
+    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<usize> {
+        let compiled = self.compiled.as_mut().ok_or_else(|| Error::Usage("call model.compile(...) before load_checkpoint".into()))?;
+        let epoch = checkpoint::load_checkpoint(&self.vs, &mut compiled.optimizer, path.as_ref())?;
+        self.epochs_trained = epoch;
+        Ok(epoch)
+    }
+}
+
+fn evaluate_with(net: &dyn Layer, compiled: &Compiled, data: &Dataset, batch_size: i64, input_shape: &[i64], kind: Kind) -> Result<Evaluation> {
+    let mut metrics = MetricSet::new(&compiled.metrics);
+    let mut loss_sum = 0.0;
+    for batch in data.batches(batch_size, None, false)? {
+        let (x, y) = batch?;
+        let x = prepare(&x, input_shape, kind)?;
+        let preds = tch::no_grad(|| net.forward(&x, false))?;
+        loss_sum += compiled.loss.compute(&preds, &y)?.double_value(&[]) * x.size()[0] as f64;
+        metrics.update(&preds, &y)?;
+    }
+    Ok(Evaluation {
+        loss: loss_sum / data.len().max(1) as f64,
+        metrics: metrics.values(),
+        confusion_matrix: metrics.confusion_matrix(),
+    })
+}
+
+/// Checks the shape and brings the kind in line (any float for float models, as Keras casts;
+/// token models need integers).
+fn prepare(xs: &Tensor, input_shape: &[i64], input_kind: Kind) -> Result<Tensor> {
+    let size = xs.size();
+    if size.len() != input_shape.len() + 1 || size[1..] != input_shape[..] {
+        return Err(Error::shape("model input", format!("[batch, {}]", join(input_shape)), &size));
+    }
+    let is_float = xs.is_floating_point();
+    match input_kind {
+        Kind::Int64 if is_float => Err(Error::Usage(format!(
+            "model input: expected integer token ids (Int64), found {:?}",
+            xs.kind()
+        ))),
+        kind if xs.kind() != kind => Ok(xs.to_kind(kind)),
+        _ => Ok(xs.shallow_clone()),
+    }
+}
+
+fn join(dims: &[i64]) -> String {
+    dims.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The table printed by `model.summary()`.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub input_shape: Vec<i64>,
+    /// (layer, output shape without batch, parameters)
+    pub rows: Vec<(String, Vec<i64>, i64)>,
+    pub total: i64,
+    pub trainable: i64,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = |s: &[i64]| format!("(None, {})", join(s));
+        let w0 = self.rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(12) + 2;
+        let w1 = self.rows.iter().map(|r| shape(&r.1).len()).max().unwrap_or(0).max(12) + 2;
+        let rule = "─".repeat(w0 + w1 + 12);
+        writeln!(f, "Input: {}", shape(&self.input_shape))?;
+        writeln!(f, "{rule}")?;
+        writeln!(f, "{:<w0$}{:<w1$}{:>12}", "Layer", "Output shape", "Param #")?;
+        writeln!(f, "{rule}")?;
+        for (name, out, params) in &self.rows {
+            writeln!(f, "{:<w0$}{:<w1$}{:>12}", name, shape(out), params)?;
+        }
+        writeln!(f, "{rule}")?;
+        writeln!(f, "Total params: {}", self.total)?;
+        writeln!(f, "Trainable params: {}", self.trainable)?;
+        write!(f, "Non-trainable params: {}", self.total - self.trainable)
+    }
+}
