@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn hand_computed_metrics() {
         // Predictions: classes 0,1,1,2 ; truth: 0,1,2,2
-        let preds = Tensor::from_slice2(&[[5.0f32, 0., 0.], [0., 5., 0.], [0., 5., 0.], [0., 0., 5.]]);
+        let preds = Tensor::from_slice2(&[[5.0f32, 0., 0.], [0., 5., 0.], [0., 5., 1.], [0., 0., 5.]]);
         let targets = Tensor::from_slice(&[0i64, 1, 2, 2]);
         let mut set = MetricSet::new(&[Metric::Accuracy, Metric::Precision, Metric::Recall, Metric::F1, Metric::TopK(2)]);
         set.update(&preds, &targets).unwrap();

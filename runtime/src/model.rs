@@ -381,6 +381,12 @@ fn join(dims: &[i64]) -> String {
     dims.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
 }
 
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Model on {:?}, {} epochs trained\n{}", self.device(), self.epochs_trained, self.summary())
+    }
+}
+
 /// The table printed by `model.summary()`.
 #[derive(Debug, Clone)]
 pub struct Summary {
