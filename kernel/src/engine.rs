@@ -7,6 +7,7 @@
 //! it took, drains what is left, and only then emits [`EngineEvent::Finished`].
 
 use crate::cell_error::{self, CellError};
+use crate::prelude::{prelude_cell, PreludeConfig, PreludeUnavailable};
 use crate::side_channel::{self, Record};
 use crossbeam_channel::{select, Receiver};
 use std::collections::HashMap;
@@ -129,19 +130,20 @@ fn run_engine(
     worker: WorkerHandle,
 ) {
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<CellOutcome>();
+    let note = |line: String| {
+        let _ = events.send(EngineEvent::Stderr(line));
+    };
+    let prelude = prepare_prelude(&events);
     let started = evcxr::CommandContext::new();
-    let mut context = match started {
-        Ok((mut context, outputs)) => {
+    let mut session = match started {
+        Ok((context, outputs)) => {
             let _ = worker.0.set(context.process_handle());
             let forward_events = events.clone();
             std::thread::Builder::new()
                 .name("engine-output".into())
                 .spawn(move || forward_output(outputs, done_rx, forward_events))
                 .expect("spawn output thread");
-            if let Err(e) = context.execute(WORKER_SETUP) {
-                eprintln!("torchbook: worker setup failed: {e}");
-            }
-            Some(context)
+            Some(Session::start(context, prelude, &note))
         }
         Err(e) => {
             eprintln!("torchbook: the Rust engine could not start: {e}");
@@ -157,13 +159,13 @@ fn run_engine(
             None
         }
     };
-    let Some(context) = context.as_mut() else {
+    let Some(session) = session.as_mut() else {
         return;
     };
     for request in requests.iter() {
         match request {
             EngineRequest::Execute(code) => {
-                let outcome = execute_cell(context, &code);
+                let outcome = session.execute_cell(&code);
                 if done_tx.send(outcome).is_err() {
                     return;
                 }
@@ -173,7 +175,7 @@ fn run_engine(
                 byte_pos,
                 reply,
             } => {
-                let completions = match context.completions(&code, byte_pos) {
+                let completions = match session.context.completions(&code, byte_pos) {
                     Ok(c) => Completions {
                         matches: c.completions.into_iter().map(|c| c.code).collect(),
                         start: c.start_offset,
@@ -191,21 +193,118 @@ fn run_engine(
     }
 }
 
-fn execute_cell(context: &mut evcxr::CommandContext, code: &str) -> CellOutcome {
-    let variables: Vec<String> = context
-        .variables_and_types()
-        .map(|(name, _)| name.to_owned())
-        .collect();
-    match context.execute(code) {
-        Ok(outputs) => CellOutcome::Value(outputs.content_by_mime_type),
-        Err(evcxr::Error::SubprocessTerminated(message)) => {
-            // evcxr has already started a fresh worker; it needs our panic hook again.
-            if let Err(e) = context.execute(WORKER_SETUP) {
-                eprintln!("torchbook: worker setup failed after restart: {e}");
-            }
-            CellOutcome::Failed(CellError::worker_died(&message, &variables))
+/// Finds or builds the prelude cache and seeds this kernel's evcxr folder from it. Returns the
+/// configuration when the prelude can be loaded; otherwise says why (once, in the first cell).
+fn prepare_prelude(events: &UnboundedSender<EngineEvent>) -> Option<PreludeConfig> {
+    let say = |line: String| {
+        let _ = events.send(EngineEvent::Stderr(line));
+    };
+    let config = match PreludeConfig::from_env() {
+        Ok(config) => config,
+        Err(PreludeUnavailable::Disabled) => return None,
+        Err(why) => {
+            say(format!("torchbook: running plain Rust without the tch prelude: {why}"));
+            return None;
         }
-        Err(error) => CellOutcome::Failed(cell_error::from_evcxr(&error, code)),
+    };
+    let cache = config.cache_dir();
+    if !cache.exists() {
+        if let Err(e) = build_prelude_in_subprocess(events) {
+            say(format!("torchbook: the prelude could not be built, so cells run plain Rust: {e}"));
+            return None;
+        }
+    }
+    let workdir = std::env::var_os("EVCXR_TMPDIR").map(std::path::PathBuf::from);
+    match workdir {
+        Some(dir) => match crate::prelude::seed(&cache, &dir) {
+            Ok(()) => Some(config),
+            Err(e) => {
+                say(format!("torchbook: could not copy the prelude cache ({e}); it will be rebuilt in this session"));
+                Some(config)
+            }
+        },
+        None => Some(config),
+    }
+}
+
+/// Runs `torchbook build-prelude`, streaming its progress lines into the first cell's output.
+fn build_prelude_in_subprocess(events: &UnboundedSender<EngineEvent>) -> Result<(), String> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(exe)
+        .arg("build-prelude")
+        .env_remove("EVCXR_TMPDIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let lines: Vec<String> = std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect();
+        lines
+    });
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+        let _ = events.send(EngineEvent::Stderr(line));
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let errors = errors.join().unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        let tail: Vec<&String> = errors.iter().rev().take(15).collect();
+        Err(tail.into_iter().rev().map(String::as_str).collect::<Vec<_>>().join("\n"))
+    }
+}
+
+/// The evcxr context plus what must be re-run whenever evcxr restarts its worker.
+struct Session {
+    context: evcxr::CommandContext,
+    setup: String,
+}
+
+impl Session {
+    fn start(mut context: evcxr::CommandContext, prelude: Option<PreludeConfig>, note: &dyn Fn(String)) -> Session {
+        if let Err(e) = context.execute(WORKER_SETUP) {
+            eprintln!("torchbook: worker setup failed: {e}");
+        }
+        let mut setup = WORKER_SETUP.to_owned();
+        if let Some(config) = prelude {
+            match context.execute(&prelude_cell(&config.runtime)) {
+                Ok(_) => setup.push_str("\ntorchbook::interrupt::install_handler();"),
+                Err(e) => {
+                    note(format!(
+                        "torchbook: the prelude failed to load, so cells run plain Rust: {}",
+                        crate::cell_error::from_evcxr(&e, "").evalue
+                    ));
+                    // A failed `:dep` would break every later cell: start over without it.
+                    if let Ok((fresh, _outputs)) = evcxr::CommandContext::new() {
+                        context = fresh;
+                        let _ = context.execute(WORKER_SETUP);
+                    }
+                }
+            }
+        }
+        Session { context, setup }
+    }
+
+    fn execute_cell(&mut self, code: &str) -> CellOutcome {
+        let variables: Vec<String> = self
+            .context
+            .variables_and_types()
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        match self.context.execute(code) {
+            Ok(outputs) => CellOutcome::Value(outputs.content_by_mime_type),
+            Err(evcxr::Error::SubprocessTerminated(message)) => {
+                // evcxr has already started a fresh worker; it needs our hooks again.
+                if let Err(e) = self.context.execute(&self.setup) {
+                    eprintln!("torchbook: worker setup failed after restart: {e}");
+                }
+                CellOutcome::Failed(CellError::worker_died(&message, &variables))
+            }
+            Err(error) => CellOutcome::Failed(cell_error::from_evcxr(&error, code)),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! `install` writes the kernelspec. The logic lives in the modules below.
 
 use anyhow::Context;
-use torchbook_kernel::{connection, engine, install, server};
+use torchbook_kernel::{connection, engine, install, prelude, server};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -23,6 +23,9 @@ enum Command {
     },
     /// Install the kernelspec so Jupyter frontends can find torchbook.
     Install(InstallArgs),
+    /// Build the prelude cache (run by `install` and by the first kernel that needs it).
+    #[command(hide = true)]
+    BuildPrelude,
 }
 
 #[derive(Args)]
@@ -71,6 +74,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             served?;
             // Detached tasks and the engine thread are not waited for: the work is done.
             std::process::exit(0);
+        }
+        Command::BuildPrelude => {
+            let config = prelude::PreludeConfig::from_env()?;
+            prelude::build_cache(&config, &mut |line| println!("{line}")).map_err(anyhow::Error::msg)?;
+            Ok(())
         }
         Command::Install(args) => {
             let location = match (args.user, args.sys_prefix, args.prefix) {

@@ -1,0 +1,245 @@
+//! The `torchbook` prelude in every session: which runtime crate and libtorch to use, the
+//! persistent cache of its compiled form, and seeding a kernel's own evcxr folder from it.
+//!
+//! Building tch and the runtime inside evcxr takes minutes, so it happens once per cache key
+//! (torchbook version, rustc, libtorch, runtime sources, lock file) into
+//! `<cache>/prelude-<key>/`, by `torchbook install`, `make demo`, or the first kernel that needs
+//! it. Each kernel then gets its own working folder seeded from the cache: large, immutable
+//! build artifacts are hard-linked, everything cargo or rustc may rewrite in place is copied.
+//! Two kernels never share a folder, so they can run at once.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The Rust code that loads the prelude into a session.
+pub fn prelude_cell(runtime: &Path) -> String {
+    format!(
+        ":dep torchbook = {{ path = {:?} }}\nuse torchbook::prelude::*;\ntorchbook::interrupt::install_handler();",
+        runtime.display().to_string()
+    )
+}
+
+/// Where the prelude comes from, as the environment (kernel.json `env`) says.
+#[derive(Debug, Clone)]
+pub struct PreludeConfig {
+    /// The `runtime/` crate (package `torchbook`).
+    pub runtime: PathBuf,
+    pub libtorch: PathBuf,
+    pub cache_root: PathBuf,
+}
+
+/// Why a session runs without the prelude.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PreludeUnavailable {
+    #[error("disabled by TORCHBOOK_PRELUDE=0")]
+    Disabled,
+    #[error("LIBTORCH is not set: install the kernelspec with `torchbook install --libtorch DIR` (make demo does)")]
+    NoLibtorch,
+    #[error("libtorch not found at {0} (no lib/libtorch_cpu.so there)")]
+    MissingLibtorch(PathBuf),
+    #[error("the torchbook runtime crate is not at {0} (set TORCHBOOK_RUNTIME)")]
+    MissingRuntime(PathBuf),
+}
+
+/// The cache folder: `TORCHBOOK_CACHE`, else `$XDG_CACHE_HOME/torchbook`, else `~/.cache/torchbook`.
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TORCHBOOK_CACHE") {
+        return dir.into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("torchbook")
+}
+
+/// The runtime crate this binary was built with, unless `TORCHBOOK_RUNTIME` names another.
+pub fn default_runtime() -> PathBuf {
+    std::env::var_os("TORCHBOOK_RUNTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime"))
+}
+
+impl PreludeConfig {
+    pub fn from_env() -> Result<Self, PreludeUnavailable> {
+        if std::env::var("TORCHBOOK_PRELUDE").is_ok_and(|v| v == "0") {
+            return Err(PreludeUnavailable::Disabled);
+        }
+        let libtorch = std::env::var_os("LIBTORCH").map(PathBuf::from).ok_or(PreludeUnavailable::NoLibtorch)?;
+        if !libtorch.join("lib/libtorch_cpu.so").exists() {
+            return Err(PreludeUnavailable::MissingLibtorch(libtorch));
+        }
+        let runtime = default_runtime();
+        let runtime = runtime.canonicalize().map_err(|_| PreludeUnavailable::MissingRuntime(runtime.clone()))?;
+        if !runtime.join("Cargo.toml").exists() {
+            return Err(PreludeUnavailable::MissingRuntime(runtime));
+        }
+        Ok(PreludeConfig { runtime, libtorch, cache_root: cache_root() })
+    }
+
+    /// Everything that invalidates a compiled prelude, hashed.
+    pub fn key(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(env!("CARGO_PKG_VERSION"));
+        hash.update(env!("TORCHBOOK_RUSTC_VERSION"));
+        hash.update(self.libtorch.to_string_lossy().as_bytes());
+        hash.update(self.runtime.to_string_lossy().as_bytes());
+        hash.update(b"evcxr-0.22 opt-level=2");
+        let workspace = self.runtime.parent().unwrap_or(&self.runtime);
+        for dir in [self.runtime.clone(), workspace.join("display")] {
+            hash_tree(&mut hash, &dir, &dir);
+        }
+        if let Ok(lock) = std::fs::read(workspace.join("Cargo.lock")) {
+            hash.update(&lock);
+        }
+        hex::encode(&hash.finalize()[..8])
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_root.join(format!("prelude-{}", self.key()))
+    }
+
+    /// The workspace lock file, so evcxr resolves the same crate versions we test with.
+    pub fn lock_file(&self) -> Option<PathBuf> {
+        let lock = self.runtime.parent()?.join("Cargo.lock");
+        lock.exists().then_some(lock)
+    }
+}
+
+fn hash_tree(hash: &mut Sha256, root: &Path, dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            hash_tree(hash, root, &path);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            hash.update(path.strip_prefix(root).unwrap_or(&path).to_string_lossy().as_bytes());
+            hash.update(&bytes);
+        }
+    }
+}
+
+/// True for build artifacts that are only ever replaced, never rewritten in place, and that
+/// belong to dependencies (not to evcxr's per-cell crate `ctx`): safe to share by hard link.
+fn shareable(relative: &Path) -> bool {
+    let name = relative.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let in_artifacts = relative.components().any(|c| matches!(c.as_os_str().to_str(), Some("deps" | "build")));
+    let is_binary = [".rlib", ".rmeta", ".so", ".a", ".o"].iter().any(|ext| name.ends_with(ext));
+    in_artifacts && is_binary && !name.starts_with("ctx") && !name.starts_with("libctx")
+}
+
+/// Fills `target` (a kernel's evcxr folder) from the cached prelude build.
+pub fn seed(cache: &Path, target: &Path) -> std::io::Result<()> {
+    seed_dir(cache, cache, target)
+}
+
+fn seed_dir(root: &Path, dir: &Path, target_root: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let relative = path.strip_prefix(root).expect("walk stays under root");
+        let dest = target_root.join(relative);
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            std::fs::create_dir_all(&dest)?;
+            seed_dir(root, &path, target_root)?;
+        } else if kind.is_symlink() {
+            let _ = std::os::unix::fs::symlink(std::fs::read_link(&path)?, &dest);
+        } else if !(shareable(relative) && std::fs::hard_link(&path, &dest).is_ok()) {
+            std::fs::copy(&path, &dest)?;
+            // Cargo decides freshness by comparing modification times: a copy must keep them.
+            let modified = entry.metadata()?.modified()?;
+            std::fs::File::options()
+                .write(true)
+                .open(&dest)?
+                .set_times(std::fs::FileTimes::new().set_modified(modified))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dependency_artifacts_are_shared() {
+        assert!(shareable(Path::new("target/debug/deps/libtch-abc.rlib")));
+        assert!(shareable(Path::new("target/debug/build/torch-sys-1/out/libtch.a")));
+        assert!(!shareable(Path::new("target/debug/deps/libctx.so")));
+        assert!(!shareable(Path::new("target/debug/deps/tch-abc.d")));
+        assert!(!shareable(Path::new("target/debug/.fingerprint/tch-abc/lib-tch")));
+        assert!(!shareable(Path::new("Cargo.lock")));
+    }
+
+    #[test]
+    fn seeding_links_artifacts_and_copies_the_rest() {
+        let root = std::env::temp_dir().join(format!("tb-seed-{}", uuid::Uuid::new_v4()));
+        let cache = root.join("cache");
+        std::fs::create_dir_all(cache.join("target/debug/deps")).unwrap();
+        std::fs::write(cache.join("target/debug/deps/libtch-1.rlib"), b"rlib").unwrap();
+        std::fs::write(cache.join("target/debug/deps/tch-1.d"), b"dep-info").unwrap();
+        std::fs::write(cache.join("Cargo.lock"), b"lock").unwrap();
+        let work = root.join("work");
+        seed(&cache, &work).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let linked = std::fs::metadata(work.join("target/debug/deps/libtch-1.rlib")).unwrap();
+        assert_eq!(linked.ino(), std::fs::metadata(cache.join("target/debug/deps/libtch-1.rlib")).unwrap().ino());
+        // Rewriting a copied file leaves the cache alone.
+        std::fs::write(work.join("target/debug/deps/tch-1.d"), b"changed").unwrap();
+        assert_eq!(std::fs::read(cache.join("target/debug/deps/tch-1.d")).unwrap(), b"dep-info");
+        assert_eq!(std::fs::read(work.join("Cargo.lock")).unwrap(), b"lock");
+        let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        assert_eq!(mtime(&work.join("Cargo.lock")), mtime(&cache.join("Cargo.lock")), "copies keep mtimes");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}
+
+/// Builds the prelude cache in this process (the hidden `torchbook build-prelude` command).
+/// Must run before any other thread starts: evcxr reads its folder from the environment.
+pub fn build_cache(config: &PreludeConfig, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, String> {
+    let final_dir = config.cache_dir();
+    if final_dir.exists() {
+        progress(&format!("torchbook prelude already built: {}", final_dir.display()));
+        return Ok(final_dir);
+    }
+    std::fs::create_dir_all(&config.cache_root).map_err(|e| format!("{}: {e}", config.cache_root.display()))?;
+    let building = config.cache_root.join(format!("prelude-{}.building-{}", config.key(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    std::fs::create_dir_all(&building).map_err(|e| format!("{}: {e}", building.display()))?;
+    if let Some(lock) = config.lock_file() {
+        std::fs::copy(&lock, building.join("Cargo.lock")).map_err(|e| format!("{}: {e}", lock.display()))?;
+    }
+    std::env::set_var("EVCXR_TMPDIR", &building);
+    progress("Building the torchbook prelude (tch and the model API) — first time only, a few minutes…");
+    let started = std::time::Instant::now();
+    let result = (|| -> Result<(), String> {
+        let (mut context, _outputs) = evcxr::CommandContext::new().map_err(|e| e.to_string())?;
+        context.execute(&prelude_cell(&config.runtime)).map_err(|e| e.to_string())?;
+        let probe = "let probe = Tensor::ones([2, 2], (Kind::Float, Device::Cpu)).sum(Kind::Float).double_value(&[]); probe";
+        let outputs = context.execute(probe).map_err(|e| e.to_string())?;
+        match outputs.get("text/plain") {
+            Some("4.0") => Ok(()),
+            other => Err(format!("the prelude loaded but a tch probe returned {other:?} instead of 4.0")),
+        }
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&building);
+        return Err(e);
+    }
+    if std::fs::rename(&building, &final_dir).is_err() {
+        // Another process finished the same build first; theirs is as good as ours.
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    progress(&format!(
+        "torchbook prelude built in {:.0} s: {}",
+        started.elapsed().as_secs_f64(),
+        final_dir.display()
+    ));
+    Ok(final_dir)
+}
