@@ -11,17 +11,33 @@ VENV_KEY := $(shell cat requirements-dev.txt | sha256sum | cut -c1-16)-py$(PY_VE
 VENV := $(CACHE)/venv-$(VENV_KEY)
 RUSTC_KEY := $(shell rustc --version | sha256sum | cut -c1-12)
 export CARGO_TARGET_DIR ?= $(CACHE)/target-$(RUSTC_KEY)
+# libtorch: the CPU part of the torch wheel (DESIGN §4), in the cache, keyed by version.
+TORCH_VERSION := 2.13.0
+LIBTORCH_HOME := $(CACHE)/libtorch-$(TORCH_VERSION)-cpu
+export LIBTORCH := $(LIBTORCH_HOME)/torch
+export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+export TORCHBOOK_CACHE := $(CACHE)
 # One profile for tests, demo and benchmarks: the dependencies (evcxr, rust-analyzer) are built once.
 PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build venv kernelspec demo test test-rust test-python bench clean-cache
+.PHONY: all build libtorch venv kernelspec demo test test-rust test-python bench clean-cache
 
 all: build
 
-build:
-	cargo build --$(PROFILE) --locked -p torchbook-kernel
+$(LIBTORCH_HOME)/.complete:
+	rm -rf $(LIBTORCH_HOME).partial
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps \
+	  --target $(LIBTORCH_HOME).partial torch==$(TORCH_VERSION) \
+	  nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+	rm -rf $(LIBTORCH_HOME) && mv $(LIBTORCH_HOME).partial $(LIBTORCH_HOME)
+	touch $@
+
+libtorch: $(LIBTORCH_HOME)/.complete
+
+build: libtorch
+	cargo build --$(PROFILE) --locked --workspace
 
 $(VENV)/.complete: requirements-dev.txt
 	rm -rf $(VENV)
@@ -33,8 +49,9 @@ $(VENV)/.complete: requirements-dev.txt
 venv: $(VENV)/.complete
 	ln -sfn $(VENV) .venv
 
+# Installing also builds the prelude cache (minutes the first time, then instant).
 kernelspec: build venv
-	VIRTUAL_ENV=$(VENV) $(BIN) install --sys-prefix
+	VIRTUAL_ENV=$(VENV) $(BIN) install --sys-prefix --libtorch $(LIBTORCH)
 
 demo: kernelspec
 	mkdir -p build/examples
@@ -46,7 +63,7 @@ demo: kernelspec
 
 test: test-rust test-python
 
-test-rust: build
+test-rust: kernelspec
 	cargo test --$(PROFILE) --locked --workspace
 
 test-python: kernelspec

@@ -80,6 +80,9 @@ pub fn kernel_json(options: &InstallOptions, binary: &Path) -> serde_json::Value
         let lib = libtorch.join("lib");
         env.insert("LD_LIBRARY_PATH".into(), json!(lib.display().to_string()));
         env.insert("LIBTORCH".into(), json!(libtorch.display().to_string()));
+        let runtime = crate::prelude::default_runtime();
+        let runtime = runtime.canonicalize().unwrap_or(runtime);
+        env.insert("TORCHBOOK_RUNTIME".into(), json!(runtime.display().to_string()));
     }
     json!({
         "argv": [binary.display().to_string(), "kernel", "--connection-file", "{connection_file}"],

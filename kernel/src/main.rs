@@ -48,6 +48,9 @@ struct InstallArgs {
     /// libtorch folder for the kernel's library path (defaults to $LIBTORCH).
     #[arg(long, env = "LIBTORCH")]
     libtorch: Option<PathBuf>,
+    /// Do not build the prelude cache now (the first kernel will, taking minutes).
+    #[arg(long)]
+    no_prelude: bool,
 }
 
 fn main() {
@@ -64,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kernel { connection_file } => {
             let info = connection::ConnectionInfo::from_file(&connection_file)?;
             let workdir = engine::WorkDir::create().context("cannot create a working folder")?;
+            prelude::add_libtorch_to_library_path();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -99,6 +103,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             match &options.libtorch {
                 Some(path) => println!("  libtorch: {}", path.display()),
                 None => println!("  libtorch: none configured (plain Rust cells only)"),
+            }
+            if let (Some(libtorch), false) = (&options.libtorch, args.no_prelude) {
+                // A separate process: evcxr takes its folder from the environment at start.
+                let status = std::process::Command::new(&binary)
+                    .arg("build-prelude")
+                    .env("LIBTORCH", libtorch)
+                    .env("TORCHBOOK_RUNTIME", prelude::default_runtime())
+                    .status()
+                    .context("cannot run build-prelude")?;
+                anyhow::ensure!(status.success(), "the prelude cache could not be built (see above)");
             }
             Ok(())
         }

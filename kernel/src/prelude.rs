@@ -53,6 +53,20 @@ pub fn cache_root() -> PathBuf {
     base.join("torchbook")
 }
 
+/// Puts `$LIBTORCH/lib` on `LD_LIBRARY_PATH` so the evcxr worker can load cells that link
+/// libtorch, even when the kernel is started by hand. Call before any thread starts.
+pub fn add_libtorch_to_library_path() {
+    let Some(libtorch) = std::env::var_os("LIBTORCH") else { return };
+    let lib = PathBuf::from(libtorch).join("lib");
+    let current = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
+    if std::env::split_paths(&current).any(|p| p == lib) {
+        return;
+    }
+    let joined = std::env::join_paths(std::iter::once(lib).chain(std::env::split_paths(&current)))
+        .expect("paths without ':'");
+    std::env::set_var("LD_LIBRARY_PATH", joined);
+}
+
 /// The runtime crate this binary was built with, unless `TORCHBOOK_RUNTIME` names another.
 pub fn default_runtime() -> PathBuf {
     std::env::var_os("TORCHBOOK_RUNTIME")

@@ -81,14 +81,30 @@ async fn timed<T>(what: &str, future: impl std::future::Future<Output = T>) -> T
 }
 
 impl TestKernel {
-    /// Starts a kernel and connects all channels; returns once iopub is subscribed.
+    /// Starts a kernel without the tch prelude (protocol tests need only plain Rust).
     pub async fn start() -> TestKernel {
+        Self::start_with_env(&[("TORCHBOOK_PRELUDE", "0")]).await
+    }
+
+    /// Starts a kernel as a user gets it: with the prelude (needs LIBTORCH, as `make test` sets).
+    pub async fn start_with_prelude() -> TestKernel {
+        assert!(
+            std::env::var_os("LIBTORCH").is_some(),
+            "LIBTORCH is not set: run the tests through `make test`, which provides libtorch"
+        );
+        Self::start_with_env(&[]).await
+    }
+
+    /// Starts a kernel with extra environment variables and connects all channels; returns once
+    /// iopub is subscribed.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> TestKernel {
         let dir = temp_dir();
         let key = uuid::Uuid::new_v4().to_string();
         let (path, ports) = connection_file(&dir, &key);
         let process = Command::new(binary())
             .args(["kernel", "--connection-file"])
             .arg(&path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .expect("start torchbook");
