@@ -35,7 +35,7 @@ pub use interrupt::{check_interrupt, Interrupted};
 /// Everything a notebook needs in scope.
 pub mod prelude {
     pub use crate::callbacks::{Callback, EarlyStopping, LrSchedule, ModelCheckpoint, OnBatchEnd, OnEpochEnd, TrainContext};
-    pub use crate::data::{Dataset, Transform};
+    pub use crate::data::*;
     pub use crate::device::BestDevice;
     pub use crate::error::{Error as TorchbookError, Result as TorchbookResult};
     pub use crate::history::{EpochLog, History};
