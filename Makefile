@@ -22,7 +22,7 @@ PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv kernelspec demo test test-rust test-python bench clean-cache
+.PHONY: all build libtorch venv kernelspec demo test test-rust test-python bench bench-latency bench-fit clean-cache
 
 all: build
 
@@ -69,8 +69,23 @@ test-rust: kernelspec
 test-python: kernelspec
 	JUPYTER_PATH=$(VENV)/share/jupyter $(VENV)/bin/python -m pytest -q tests/python
 
-bench: kernelspec
-	$(VENV)/bin/python benches/latency.py --torchbook-kernel torchbook
+# Full PyTorch (CUDA wheels, ~2.7 GB) in its own venv, only for the side-by-side benchmark.
+TORCH_VENV := $(CACHE)/venv-torch-$(TORCH_VERSION)
+$(TORCH_VENV)/.complete:
+	rm -rf $(TORCH_VENV)
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	touch $@
+
+bench: bench-latency bench-fit
+
+bench-latency: kernelspec
+	JUPYTER_PATH=$(VENV)/share/jupyter $(VENV)/bin/python benches/latency.py --torchbook-kernel torchbook
+
+bench-fit: build $(TORCH_VENV)/.complete
+	cargo build --$(PROFILE) --locked -p torchbook --example fit_throughput
+	$(VENV)/bin/python benches/fit_throughput.py --bench-bin $(CARGO_TARGET_DIR)/$(PROFILE)/examples/fit_throughput \
+	  --python $(TORCH_VENV)/bin/python
 
 clean-cache:
 	rm -rf $(CACHE)

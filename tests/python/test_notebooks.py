@@ -63,3 +63,14 @@ def test_errors_allowed_keeps_going():
     client.execute()
     assert nb.cells[1].outputs[0].ename == "Panic"
     assert nb.cells[2].outputs[0].data["text/plain"] == "2"
+
+
+def test_model_api_notebook_trains():
+    nb = execute(nbformat.read(ROOT / "examples" / "02-model-api.ipynb", as_version=4))
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    value = lambda cell: [o for o in cell.outputs if o.output_type == "execute_result"][0].data["text/plain"]
+    assert "Total params: 1218" in "".join(o.get("text", "") for o in code[1].outputs)
+    assert value(code[2]) == "true", "validation accuracy above 0.9"
+    assert value(code[3]) == "[1, 0, 1]"
+    assert value(code[4]) == "true", "saved and loaded weights predict the same"
+    assert value(code[5]) == '"model input: expected shape [batch, 2], found [4, 3]"'
