@@ -22,7 +22,7 @@ PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv kernelspec demo test test-rust test-python bench bench-latency bench-fit clean-cache
+.PHONY: all build libtorch venv kernelspec demo gpu test test-rust test-python bench bench-latency bench-fit clean-cache
 
 all: build
 
@@ -76,6 +76,16 @@ $(TORCH_VENV)/.complete:
 	$(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
 	touch $@
+
+# GPU (on request): the full CUDA libtorch from the torch wheel and its nvidia-* wheels, a
+# separate target dir (LIBTORCH changes rebuild torch-sys) and a kernelspec `torchbook-gpu`.
+# The prelude loads libtorch_cuda.so itself (see runtime/src/device.rs).
+GPU_LIBTORCH = $(TORCH_VENV)/lib/python$(PY_VERSION)/site-packages/torch
+gpu: venv $(TORCH_VENV)/.complete
+	LIBTORCH=$(GPU_LIBTORCH) LD_LIBRARY_PATH=$(GPU_LIBTORCH)/lib CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)-cuda \
+	  cargo build --$(PROFILE) --locked -p torchbook-kernel
+	LIBTORCH=$(GPU_LIBTORCH) VIRTUAL_ENV=$(VENV) $(CARGO_TARGET_DIR)-cuda/$(PROFILE)/torchbook install --sys-prefix \
+	  --name torchbook-gpu --display-name "Rust (torchbook, CUDA)" --libtorch $(GPU_LIBTORCH)
 
 bench: bench-latency bench-fit
 

@@ -271,7 +271,10 @@ impl Session {
         let mut setup = WORKER_SETUP.to_owned();
         if let Some(config) = prelude {
             match context.execute(&prelude_cell(&config.runtime)) {
-                Ok(_) => setup.push_str("\ntorchbook::interrupt::install_handler();"),
+                Ok(_) => {
+                    setup.push('\n');
+                    setup.push_str(crate::prelude::PRELUDE_WORKER_SETUP);
+                }
                 Err(e) => {
                     note(format!(
                         "torchbook: the prelude failed to load, so cells run plain Rust: {}",

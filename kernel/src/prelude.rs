@@ -11,10 +11,15 @@
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+/// What every fresh worker of a prelude session runs (again after a worker restart): the
+/// interrupt handler, and the CUDA backend when the libtorch has one.
+pub const PRELUDE_WORKER_SETUP: &str =
+    "torchbook::interrupt::install_handler();\nlet _ = torchbook::device::load_cuda_backend();";
+
 /// The Rust code that loads the prelude into a session.
 pub fn prelude_cell(runtime: &Path) -> String {
     format!(
-        ":dep torchbook = {{ path = {:?} }}\nuse torchbook::prelude::*;\ntorchbook::interrupt::install_handler();",
+        ":dep torchbook = {{ path = {:?} }}\nuse torchbook::prelude::*;\n{PRELUDE_WORKER_SETUP}",
         runtime.display().to_string()
     )
 }
