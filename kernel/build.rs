@@ -1,5 +1,5 @@
-//! Records the rustc version for `kernel_info` (language_info.version); evcxr compiles cells
-//! with the same toolchain the kernel was built with.
+//! Records facts about the toolchain the kernel was built with (evcxr compiles cells with the
+//! same one): the rustc version for `kernel_info`, and where its shared `libstd` lives.
 fn main() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let version = std::process::Command::new(rustc)
@@ -10,5 +10,18 @@ fn main() {
         .and_then(|s| s.split_whitespace().nth(1).map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=TORCHBOOK_RUSTC_VERSION={version}");
+    // Where the toolchain's `libstd-*.so` lives: cells are built with `-C prefer-dynamic`, and
+    // the relative RUNPATH rustc gives them does not survive evcxr copying the library one
+    // folder up (it resolves only when the folder is shallow enough, e.g. under /tmp).
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let sysroot = std::process::Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let target = std::env::var("TARGET").unwrap_or_default();
+    println!("cargo:rustc-env=TORCHBOOK_RUST_STD_LIB={sysroot}/lib/rustlib/{target}/lib");
     println!("cargo:rerun-if-env-changed=RUSTC");
 }

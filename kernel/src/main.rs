@@ -67,7 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kernel { connection_file } => {
             let info = connection::ConnectionInfo::from_file(&connection_file)?;
             let workdir = engine::WorkDir::create().context("cannot create a working folder")?;
-            prelude::add_libtorch_to_library_path();
+            prelude::prepare_library_path();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -80,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(0);
         }
         Command::BuildPrelude => {
+            prelude::prepare_library_path();
             let config = prelude::PreludeConfig::from_env()?;
             prelude::build_cache(&config, &mut |line| println!("{line}")).map_err(anyhow::Error::msg)?;
             Ok(())

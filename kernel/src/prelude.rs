@@ -58,17 +58,22 @@ pub fn cache_root() -> PathBuf {
     base.join("torchbook")
 }
 
-/// Puts `$LIBTORCH/lib` on `LD_LIBRARY_PATH` so the evcxr worker can load cells that link
-/// libtorch, even when the kernel is started by hand. Call before any thread starts.
-pub fn add_libtorch_to_library_path() {
-    let Some(libtorch) = std::env::var_os("LIBTORCH") else { return };
-    let lib = PathBuf::from(libtorch).join("lib");
+/// Puts what the evcxr worker needs to load cell libraries on `LD_LIBRARY_PATH`: the
+/// toolchain's shared `libstd` (cells use `-C prefer-dynamic`, and their relative RUNPATH breaks
+/// when evcxr's folder is deep, e.g. under ~/.cache) and `$LIBTORCH/lib`. Works however the
+/// kernel was started. Call before any thread starts: it sets an environment variable.
+pub fn prepare_library_path() {
+    let mut wanted = vec![PathBuf::from(env!("TORCHBOOK_RUST_STD_LIB"))];
+    if let Some(libtorch) = std::env::var_os("LIBTORCH") {
+        wanted.push(PathBuf::from(libtorch).join("lib"));
+    }
     let current = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
-    if std::env::split_paths(&current).any(|p| p == lib) {
+    let existing: Vec<PathBuf> = std::env::split_paths(&current).collect();
+    let missing: Vec<PathBuf> = wanted.into_iter().filter(|p| !existing.contains(p)).collect();
+    if missing.is_empty() {
         return;
     }
-    let joined = std::env::join_paths(std::iter::once(lib).chain(std::env::split_paths(&current)))
-        .expect("paths without ':'");
+    let joined = std::env::join_paths(missing.into_iter().chain(existing)).expect("paths without ':'");
     std::env::set_var("LD_LIBRARY_PATH", joined);
 }
 

@@ -74,65 +74,44 @@ conv_layer!(/// 1-D convolution over `[batch, channels, length]`.
 conv_layer!(/// 2-D convolution over `[batch, channels, height, width]`.
     Conv2d, 4, 2, f_conv2d, "[batch, channels, height, width]");
 
-/// 2-D max pooling; the stride defaults to the kernel size.
-#[derive(Debug, Clone, Copy)]
-pub struct MaxPool2d {
-    kernel: i64,
-    stride: i64,
+macro_rules! pool_layer {
+    ($(#[$doc:meta])* $name:ident, |$xs:ident, $k:ident, $s:ident| $call:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name {
+            kernel: i64,
+            stride: i64,
+        }
+
+        impl $name {
+            pub fn new(kernel: i64) -> Self {
+                $name { kernel, stride: kernel }
+            }
+
+            pub fn stride(mut self, stride: i64) -> Self {
+                self.stride = stride;
+                self
+            }
+        }
+
+        impl Layer for $name {
+            fn name(&self) -> String {
+                format!("{}({}, s={})", stringify!($name), self.kernel, self.stride)
+            }
+
+            fn forward(&self, $xs: &Tensor, _train: bool) -> Result<Tensor> {
+                expect_input($xs, &self.name(), 4, None, "[batch, channels, height, width]")?;
+                let ($k, $s) = ([self.kernel; 2], [self.stride; 2]);
+                Ok($call?)
+            }
+        }
+    };
 }
 
-impl MaxPool2d {
-    pub fn new(kernel: i64) -> Self {
-        MaxPool2d { kernel, stride: kernel }
-    }
-
-    pub fn stride(mut self, stride: i64) -> Self {
-        self.stride = stride;
-        self
-    }
-}
-
-impl Layer for MaxPool2d {
-    fn name(&self) -> String {
-        format!("MaxPool2d({}, s={})", self.kernel, self.stride)
-    }
-
-    fn forward(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
-        expect_input(xs, &self.name(), 4, None, "[batch, channels, height, width]")?;
-        let (k, s) = ([self.kernel; 2], [self.stride; 2]);
-        Ok(xs.f_max_pool2d(k, s, [0, 0], [1, 1], false)?)
-    }
-}
-
-/// 2-D average pooling; the stride defaults to the kernel size.
-#[derive(Debug, Clone, Copy)]
-pub struct AvgPool2d {
-    kernel: i64,
-    stride: i64,
-}
-
-impl AvgPool2d {
-    pub fn new(kernel: i64) -> Self {
-        AvgPool2d { kernel, stride: kernel }
-    }
-
-    pub fn stride(mut self, stride: i64) -> Self {
-        self.stride = stride;
-        self
-    }
-}
-
-impl Layer for AvgPool2d {
-    fn name(&self) -> String {
-        format!("AvgPool2d({}, s={})", self.kernel, self.stride)
-    }
-
-    fn forward(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
-        expect_input(xs, &self.name(), 4, None, "[batch, channels, height, width]")?;
-        let (k, s) = ([self.kernel; 2], [self.stride; 2]);
-        Ok(xs.f_avg_pool2d(k, s, [0, 0], false, true, None)?)
-    }
-}
+pool_layer!(/// 2-D max pooling; the stride defaults to the kernel size.
+    MaxPool2d, |xs, k, s| xs.f_max_pool2d(k, s, [0, 0], [1, 1], false));
+pool_layer!(/// 2-D average pooling; the stride defaults to the kernel size.
+    AvgPool2d, |xs, k, s| xs.f_avg_pool2d(k, s, [0, 0], false, true, None));
 
 /// Mean over every spatial dimension: `[batch, channels, …]` → `[batch, channels]`.
 #[derive(Debug, Clone, Copy)]
