@@ -12,6 +12,7 @@ use crate::side_channel::{self, Record};
 use crossbeam_channel::{select, Receiver};
 use std::collections::HashMap;
 use std::process::Child;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -49,20 +50,73 @@ enum EngineRequest {
     },
 }
 
-/// A handle on the worker process that can be used from any task (the control channel).
+/// A handle on the worker process that can be used from any task (the control channel), and
+/// which cell, if any, is running in it.
 #[derive(Clone, Default)]
-pub struct WorkerHandle(Arc<OnceLock<Arc<Mutex<Child>>>>);
+pub struct WorkerHandle {
+    child: Arc<OnceLock<Arc<Mutex<Child>>>>,
+    /// The number of the running cell; 0 when idle.
+    running: Arc<AtomicU64>,
+    started: Arc<AtomicU64>,
+}
 
 impl WorkerHandle {
-    /// Ends the running cell by killing the worker; evcxr restarts it and the cell reports which
-    /// variables were lost. Returns false when no worker has started yet.
+    fn cell_started(&self) {
+        let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        self.running.store(number, Ordering::SeqCst);
+    }
+
+    fn cell_finished(&self) {
+        self.running.store(0, Ordering::SeqCst);
+    }
+
+    fn pid(&self) -> Option<libc::pid_t> {
+        let child = self.child.get()?;
+        let pid = child.lock().ok()?.id();
+        Some(pid as libc::pid_t)
+    }
+
+    /// Kills the worker; evcxr restarts it and the cell reports which variables were lost.
+    /// Returns false when no worker has started yet.
     pub fn kill(&self) -> bool {
-        let Some(child) = self.0.get() else {
+        let Some(child) = self.child.get() else {
             return false;
         };
         let killed = child.lock().map(|mut c| c.kill().is_ok()).unwrap_or(false);
         killed
     }
+
+    /// Interrupts the running cell (DESIGN §3): SIGINT first, which the prelude turns into the
+    /// flag that `fit` and `check_interrupt()` poll, so the cell stops and keeps its state; if the
+    /// same cell is still running after `grace`, the worker is killed. Does nothing when idle.
+    pub fn interrupt(&self, grace: Duration) -> bool {
+        let cell = self.running.load(Ordering::SeqCst);
+        if cell == 0 {
+            return false;
+        }
+        if let Some(pid) = self.pid() {
+            // SAFETY: sending a signal to our own child process.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let handle = self.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(grace);
+            if handle.running.load(Ordering::SeqCst) == cell {
+                handle.kill();
+            }
+        });
+        true
+    }
+}
+
+/// How long a cell may take to honour an interrupt before its worker is killed
+/// (`TORCHBOOK_INTERRUPT_GRACE_MS`, default 3000).
+pub fn interrupt_grace() -> Duration {
+    let ms = std::env::var("TORCHBOOK_INTERRUPT_GRACE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    Duration::from_millis(ms)
 }
 
 /// The kernel's side of the engine.
@@ -101,13 +155,18 @@ impl Engine {
 
     /// Queues a cell; its output and outcome arrive through [`Engine::next_event`].
     pub fn execute(&self, code: &str) {
+        self.worker.cell_started();
         // A send fails only when the engine thread has died, which `next_event` reports.
         let _ = self.requests.send(EngineRequest::Execute(code.to_owned()));
     }
 
     /// The next event; `None` means the engine thread is gone.
     pub async fn next_event(&mut self) -> Option<EngineEvent> {
-        self.events.recv().await
+        let event = self.events.recv().await;
+        if matches!(event, Some(EngineEvent::Finished(_)) | None) {
+            self.worker.cell_finished();
+        }
+        event
     }
 
     pub async fn complete(&self, code: &str, byte_pos: usize) -> Completions {
@@ -137,7 +196,7 @@ fn run_engine(
     let started = evcxr::CommandContext::new();
     let mut session = match started {
         Ok((context, outputs)) => {
-            let _ = worker.0.set(context.process_handle());
+            let _ = worker.child.set(context.process_handle());
             let forward_events = events.clone();
             std::thread::Builder::new()
                 .name("engine-output".into())

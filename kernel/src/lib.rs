@@ -20,6 +20,7 @@ pub mod connection;
 pub mod engine;
 pub mod handlers;
 pub mod install;
+pub mod is_complete;
 pub mod prelude;
 pub mod protocol;
 pub mod server;

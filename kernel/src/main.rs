@@ -5,6 +5,7 @@ use anyhow::Context;
 use torchbook_kernel::{connection, engine, install, prelude, server};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser)]
 #[command(name = "torchbook", version, about = "A Jupyter kernel for Rust notebooks with tch preloaded")]
@@ -53,7 +54,22 @@ struct InstallArgs {
     no_prelude: bool,
 }
 
+/// The interrupt flag of the cell worker (DESIGN §3). It lives in this executable, which evcxr
+/// runs as its worker, because every cell library carries its own copy of the `torchbook`
+/// crate's statics; the runtime finds this one with `dlsym` (exported by build.rs).
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static torchbook_interrupt_flag: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_worker_sigint(_: libc::c_int) {
+    torchbook_interrupt_flag.store(true, Ordering::SeqCst);
+}
+
 fn main() {
+    if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(libc::SIGINT, on_worker_sigint as *const () as libc::sighandler_t) };
+    }
     // evcxr re-executes this binary as its worker and as a rustc wrapper; this must come first.
     evcxr::runtime_hook();
     if let Err(error) = run(Cli::parse()) {

@@ -187,6 +187,26 @@ fn seed_dir(root: &Path, dir: &Path, target_root: &Path) -> std::io::Result<()> 
     Ok(())
 }
 
+/// An exclusive `flock` on a file, released when dropped (or when the process dies).
+struct BuildLock(#[allow(dead_code)] std::fs::File);
+
+impl BuildLock {
+    fn acquire(path: &Path) -> Result<Self, String> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error()));
+        }
+        Ok(BuildLock(file))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,11 +248,14 @@ mod tests {
 /// Must run before any other thread starts: evcxr reads its folder from the environment.
 pub fn build_cache(config: &PreludeConfig, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, String> {
     let final_dir = config.cache_dir();
+    std::fs::create_dir_all(&config.cache_root).map_err(|e| format!("{}: {e}", config.cache_root.display()))?;
+    // One builder at a time per key: kernels started together wait for the first one's build
+    // instead of all compiling tch at once.
+    let _lock = BuildLock::acquire(&config.cache_root.join(format!("prelude-{}.lock", config.key())))?;
     if final_dir.exists() {
         progress(&format!("torchbook prelude already built: {}", final_dir.display()));
         return Ok(final_dir);
     }
-    std::fs::create_dir_all(&config.cache_root).map_err(|e| format!("{}: {e}", config.cache_root.display()))?;
     let building = config.cache_root.join(format!("prelude-{}.building-{}", config.key(), std::process::id()));
     let _ = std::fs::remove_dir_all(&building);
     std::fs::create_dir_all(&building).map_err(|e| format!("{}: {e}", building.display()))?;

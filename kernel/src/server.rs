@@ -64,8 +64,11 @@ pub async fn serve(info: ConnectionInfo) -> Result<(), transport::BindError> {
         tokio::select! {
             _ = shutdown_requested.changed() => break,
             _ = terminate.recv() => break,
-            // jupyter_client signals the whole process group; the kernel must survive it.
-            _ = interrupts.recv() => eprintln!("torchbook: SIGINT received; the kernel keeps running"),
+            // jupyter_client's signal mode signals the whole process group: the kernel survives
+            // it and treats it as an interrupt of the running cell.
+            _ = interrupts.recv() => {
+                state.worker.interrupt(crate::engine::interrupt_grace());
+            }
             _ = parent_check.tick() => if !parent.alive() {
                 eprintln!("torchbook: parent process is gone; exiting");
                 break;

@@ -3,18 +3,37 @@
 //! between batches and stop cleanly, keeping the model and what was computed so far.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static LOCAL_FLAG: AtomicBool = AtomicBool::new(false);
 static HANDLER: Once = Once::new();
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    INTERRUPTED.store(true, Ordering::SeqCst);
+/// The flag. In a torchbook worker it is the one the kernel binary exports
+/// (`torchbook_interrupt_flag`), shared by every cell: evcxr links this crate into each cell's
+/// library, so a static here would exist once per cell. Elsewhere it is this crate's own.
+fn flag() -> &'static AtomicBool {
+    static SHARED: OnceLock<&'static AtomicBool> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; the symbol, when present, is the kernel's
+        // `static AtomicBool`, which lives as long as the process.
+        let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"torchbook_interrupt_flag".as_ptr()) };
+        if symbol.is_null() {
+            &LOCAL_FLAG
+        } else {
+            unsafe { &*(symbol as *const AtomicBool) }
+        }
+    })
 }
 
-/// Installs the SIGINT handler in this process (the notebook worker). Idempotent.
+extern "C" fn on_sigint(_: libc::c_int) {
+    // Only an atomic store (the flag was resolved before the handler was installed).
+    flag().store(true, Ordering::SeqCst);
+}
+
+/// Installs a SIGINT handler that sets the flag (the torchbook worker already has one; this is
+/// for programs using the crate on their own). Idempotent.
 pub fn install_handler() {
+    flag();
     HANDLER.call_once(|| {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {
@@ -25,17 +44,17 @@ pub fn install_handler() {
 
 /// Requests an interrupt from code (used by tests and by callbacks that want to stop training).
 pub fn request_interrupt() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+    flag().store(true, Ordering::SeqCst);
 }
 
 /// True once if an interrupt was requested since the last call; clears the flag.
 pub fn take_interrupt() -> bool {
-    INTERRUPTED.swap(false, Ordering::SeqCst)
+    flag().swap(false, Ordering::SeqCst)
 }
 
 /// Whether an interrupt is pending, without clearing it.
 pub fn interrupt_pending() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    flag().load(Ordering::SeqCst)
 }
 
 /// Returns `Err(Interrupted)` when the user interrupted the cell: call it inside long loops.

@@ -3,6 +3,7 @@
 
 mod support;
 
+use serde_json::json;
 use support::{stream_text, TestKernel};
 
 fn value(messages: &[torchbook_kernel::protocol::Message]) -> String {
@@ -46,4 +47,44 @@ kernel_test!(missing_libtorch_is_explained_and_plain_rust_runs, async {
     assert!(said.contains("without the tch prelude") && said.contains("/nonexistent/libtorch"), "{said}");
     let (reply, _) = k.execute("Tensor::ones(&[1], (Kind::Float, Device::Cpu))").await;
     assert_eq!(reply["ename"], "CompileError", "no prelude, so Tensor is unknown");
+});
+
+kernel_test!(interrupt_stops_fit_within_a_batch_and_keeps_state, async {
+    let mut k = TestKernel::start_with_prelude().await;
+    let setup = r#"manual_seed(0);
+let data = Dataset::new(Tensor::randn(&[20000, 64], (Kind::Float, Device::Cpu)), Tensor::randint(10, &[20000], (Kind::Int64, Device::Cpu))).unwrap();
+let mut model = Model::new(Sequential::new().add(Dense::new(256)).add(ReLU).add(Dense::new(10)), &[64]).unwrap();
+model.compile(Optimizer::adam(1e-3), Loss::cross_entropy(), &[Metric::Accuracy]);"#;
+    let (reply, _) = k.execute(setup).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let fit = "let history = model.fit(&data, FitOptions { epochs: 10000, batch_size: 32, verbose: false, ..Default::default() }).unwrap();";
+    let id = k.send_shell("execute_request", json!({"code": fit})).await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let asked = std::time::Instant::now();
+    k.send_control("interrupt_request", json!({})).await;
+    assert_eq!(k.control_reply().await.content.to_value()["status"], "ok");
+    let reply = k.shell_reply().await;
+    assert_eq!(reply.parent_header.unwrap().msg_id, id);
+    let content = reply.content.to_value();
+    assert_eq!(content["status"], "ok", "fit returned instead of being killed: {content}");
+    assert!(asked.elapsed() < std::time::Duration::from_secs(2), "stopped within a batch, not after the grace period");
+    let (reply, iopub) = k.execute("(history.interrupted, model.epochs_trained() == history.len(), data.len())").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(value(&iopub), "(true, true, 20000)", "model, data and History survive");
+});
+
+kernel_test!(cell_ignoring_the_interrupt_is_killed_after_the_grace_period, async {
+    let mut k = TestKernel::start_with_env(&[("TORCHBOOK_INTERRUPT_GRACE_MS", "1000")]).await;
+    k.execute("let kept_until_now = 5;").await;
+    let id = k.send_shell("execute_request", json!({"code": "loop { std::hint::spin_loop(); }"})).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    k.send_control("interrupt_request", json!({})).await;
+    k.control_reply().await;
+    let reply = k.shell_reply().await;
+    assert_eq!(reply.parent_header.unwrap().msg_id, id);
+    let content = reply.content.to_value();
+    assert_eq!(content["ename"], "WorkerDied");
+    assert!(content["traceback"].to_string().contains("kept_until_now"), "{content}");
+    let (reply, _) = k.execute("Tensor::ones(&[2], (Kind::Float, Device::Cpu)).sum(Kind::Float).double_value(&[])").await;
+    assert_eq!(reply["status"], "ok", "the prelude is back after the restart: {reply}");
 });

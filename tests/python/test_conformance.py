@@ -28,7 +28,6 @@ class TorchbookKernelTests(jkt.KernelTests):
         {"text": ":va", "matches": {":vars"}},
     ]
 
-    # Issue 5 (protocol behaviours): is_complete from a real Rust parser.
     complete_code_samples = ["1 + 1", "let x = 1;", "fn f() {}"]
     incomplete_code_samples = ["fn f() {", "let s = \"abc", "let v = vec![1,"]
     invalid_code_samples = ["let = ;)"]
@@ -48,7 +47,6 @@ class TorchbookKernelTests(jkt.KernelTests):
     ]
     code_clear_output = "torchbook::display::clear_output(false);"
 
-    test_is_complete = unittest.expectedFailure(jkt.KernelTests.test_is_complete)
     test_inspect = unittest.expectedFailure(jkt.KernelTests.test_inspect)
     test_history = unittest.expectedFailure(jkt.KernelTests.test_history)
     test_pager = unittest.expectedFailure(jkt.KernelTests.test_pager)

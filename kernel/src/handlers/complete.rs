@@ -1,10 +1,11 @@
-//! `complete_request` through evcxr's analyser, and `is_complete_request`.
+//! `complete_request` through evcxr's analyser, and the reply to `is_complete_request`.
 //!
 //! Jupyter counts `cursor_pos` in Unicode code points; evcxr works in bytes. Both directions are
 //! converted here.
 
 use crate::engine::Engine;
 use crate::protocol::messages::{CompleteReply, CompleteRequest, IsCompleteReply, ReplyStatus};
+use crate::is_complete::Completeness;
 use crate::protocol::Content;
 
 fn byte_offset(code: &str, code_points: usize) -> usize {
@@ -30,12 +31,16 @@ pub async fn complete(engine: &Engine, request: &CompleteRequest) -> Content {
     })
 }
 
-/// The spec's answer for a kernel that cannot yet tell: `unknown`, so frontends fall back to
-/// their own rule (run on Shift+Enter). A real Rust parser answers here in the protocol issue.
-pub fn is_complete() -> Content {
+/// Whether the cell can run as typed (see `is_complete.rs`).
+pub fn is_complete(code: &str) -> Content {
+    let (status, indent) = match crate::is_complete::check(code) {
+        Completeness::Complete => ("complete", None),
+        Completeness::Incomplete { indent } => ("incomplete", Some(indent)),
+        Completeness::Invalid => ("invalid", None),
+    };
     Content::IsCompleteReply(IsCompleteReply {
-        status: "unknown".to_owned(),
-        indent: None,
+        status: status.to_owned(),
+        indent,
     })
 }
 

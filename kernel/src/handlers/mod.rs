@@ -62,8 +62,9 @@ impl ShellHandler {
                 let reply = complete::complete(&self.engine, complete).await;
                 self.replier.reply(&request, reply).await;
             }
-            Content::IsCompleteRequest(_) => {
-                self.replier.reply(&request, complete::is_complete()).await;
+            Content::IsCompleteRequest(is_complete) => {
+                let reply = complete::is_complete(&is_complete.code);
+                self.replier.reply(&request, reply).await;
             }
             Content::CommInfoRequest(_) => {
                 // No comm targets exist yet, so the honest answer is an empty map.
@@ -90,7 +91,7 @@ impl ControlHandler {
                 self.replier.reply(&request, kernel_info_reply()).await;
             }
             Content::InterruptRequest(_) => {
-                self.state.worker.kill();
+                self.state.worker.interrupt(crate::engine::interrupt_grace());
                 let reply = InterruptReply {
                     status: ReplyStatus::Ok,
                 };
