@@ -67,7 +67,8 @@ test-rust: kernelspec
 	cargo test --$(PROFILE) --locked --workspace
 
 test-python: kernelspec
-	JUPYTER_PATH=$(VENV)/share/jupyter $(VENV)/bin/python -m pytest -q tests/python
+	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl \
+	  $(VENV)/bin/python -m pytest -q tests/python
 
 # Full PyTorch (CUDA wheels, ~2.7 GB) in its own venv, only for the side-by-side benchmark.
 TORCH_VENV := $(CACHE)/venv-torch-$(TORCH_VERSION)

@@ -19,6 +19,7 @@ pub mod cell_error;
 pub mod connection;
 pub mod engine;
 pub mod handlers;
+pub mod history;
 pub mod install;
 pub mod is_complete;
 pub mod prelude;

@@ -47,10 +47,19 @@ pub async fn serve(info: ConnectionInfo) -> Result<(), transport::BindError> {
         replier: shell_out,
         engine,
         execution_count: 0,
+        history: crate::history::History::open(),
+        queued_behind_error: Default::default(),
     };
     tokio::spawn(async move {
-        while let Some(request) = shell_in.next().await {
-            shell.handle(request).await;
+        loop {
+            let (request, abort) = match shell.queued_behind_error.pop_front() {
+                Some(request) => (request, true),
+                None => match shell_in.next().await {
+                    Some(request) => (request, false),
+                    None => break,
+                },
+            };
+            shell.handle(request, abort, &mut shell_in).await;
         }
     });
     // The stdin channel is bound so clients can connect; input_request comes with stdin support.

@@ -5,6 +5,7 @@ mod support;
 
 use serde_json::json;
 use std::time::{Duration, Instant};
+
 use support::{stream_text, types, TestKernel};
 
 kernel_test!(values_counts_and_message_order, async {
@@ -123,4 +124,52 @@ kernel_test!(evcxr_commands_pass_through, async {
     let shown = serde_json::to_string(&iopub.iter().map(|m| m.content.to_value()).collect::<Vec<_>>())
         .unwrap();
     assert!(shown.contains("answer") && shown.contains("u64"), "{shown}");
+});
+
+kernel_test!(stop_on_error_aborts_the_queue_then_recovers, async {
+    let mut k = TestKernel::start().await;
+    k.execute("1").await;
+    let failing = k.send_shell("execute_request", json!({"code": "panic!(\"first fails\")", "stop_on_error": true})).await;
+    let mut queued = Vec::new();
+    for _ in 0..5 {
+        queued.push(k.send_shell("execute_request", json!({"code": "1 + 1"})).await);
+    }
+    let first = k.shell_reply().await;
+    assert_eq!(first.parent_header.unwrap().msg_id, failing);
+    assert_eq!(first.content.to_value()["status"], "error");
+    for id in &queued {
+        let reply = k.shell_reply().await;
+        assert_eq!(&reply.parent_header.unwrap().msg_id, id);
+        assert_eq!(reply.content.to_value()["status"], "aborted");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (reply, _) = k.execute("2 + 2").await;
+    assert_eq!(reply["status"], "ok", "new requests run again once the queue is drained");
+    // Without stop_on_error the next cell runs.
+    k.send_shell("execute_request", json!({"code": "panic!(\"again\")", "stop_on_error": false})).await;
+    let next = k.send_shell("execute_request", json!({"code": "3 + 3"})).await;
+    assert_eq!(k.shell_reply().await.content.to_value()["status"], "error");
+    let reply = k.shell_reply().await;
+    assert_eq!(reply.parent_header.unwrap().msg_id, next);
+    assert_eq!(reply.content.to_value()["status"], "ok");
+});
+
+kernel_test!(history_tail_range_and_search, async {
+    let dir = support::temp_dir();
+    let store = dir.join("history.jsonl");
+    let mut k = TestKernel::start_with_env(&[("TORCHBOOK_PRELUDE", "0"), ("TORCHBOOK_HISTORY", store.to_str().unwrap())]).await;
+    k.execute("let h = 6;").await;
+    k.execute("h * 7").await;
+    k.send_shell("history_request", json!({"hist_access_type": "tail", "n": 2, "output": true, "raw": true})).await;
+    let reply = k.shell_reply().await.content.to_value();
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(reply["history"], json!([[1, 1, ["let h = 6;", ""]], [1, 2, ["h * 7", "42"]]]));
+    k.send_shell("history_request", json!({"hist_access_type": "search", "pattern": "h *", "raw": true})).await;
+    assert_eq!(k.shell_reply().await.content.to_value()["history"], json!([[1, 2, "h * 7"]]));
+    drop(k);
+    // A new kernel continues the numbering of sessions and sees the old ones.
+    let mut k = TestKernel::start_with_env(&[("TORCHBOOK_PRELUDE", "0"), ("TORCHBOOK_HISTORY", store.to_str().unwrap())]).await;
+    k.send_shell("history_request", json!({"hist_access_type": "range", "session": -1, "start": 1, "stop": 2, "raw": true})).await;
+    assert_eq!(k.shell_reply().await.content.to_value()["history"], json!([[1, 1, "let h = 6;"]]));
+    std::fs::remove_dir_all(dir).ok();
 });

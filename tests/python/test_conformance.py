@@ -32,10 +32,11 @@ class TorchbookKernelTests(jkt.KernelTests):
     incomplete_code_samples = ["fn f() {", "let s = \"abc", "let v = vec![1,"]
     invalid_code_samples = ["let = ;)"]
 
-    # Issue 5: inspect, history, pager payloads.
-    code_inspect_sample = "Vec::new"
     code_history_pattern = "6 *"
     supported_history_operations = ("tail", "range", "search")
+
+    # Issue 5: inspect and pager payloads.
+    code_inspect_sample = "Vec::new"
     code_page_something = ":help"
 
     # Issue 4 (rich output): display_data and clear_output from cells.
@@ -48,7 +49,6 @@ class TorchbookKernelTests(jkt.KernelTests):
     code_clear_output = "torchbook::display::clear_output(false);"
 
     test_inspect = unittest.expectedFailure(jkt.KernelTests.test_inspect)
-    test_history = unittest.expectedFailure(jkt.KernelTests.test_history)
     test_pager = unittest.expectedFailure(jkt.KernelTests.test_pager)
     test_display_data = unittest.expectedFailure(jkt.KernelTests.test_display_data)
     test_clear_output = unittest.expectedFailure(jkt.KernelTests.test_clear_output)

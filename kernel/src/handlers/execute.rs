@@ -32,8 +32,10 @@ pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: Execu
     shell.engine.execute(&execute.code);
     let outcome = stream_until_finished(shell, parent).await;
 
+    let mut shown = None;
     let error = match outcome {
         CellOutcome::Value(value) => {
+            shown = value.get("text/plain").cloned();
             // A cell that ends in a statement or a loop evaluates to `()`: like Python's None,
             // it is not worth an Out[] line.
             let is_unit = value.len() == 1 && value.get("text/plain").is_some_and(|t| t == "()");
@@ -55,6 +57,9 @@ pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: Execu
             Some(info)
         }
     };
+    if counts {
+        shell.history.record(count as i64, &execute.code, shown);
+    }
     Content::ExecuteReply(ExecuteReply {
         status: if error.is_some() {
             ReplyStatus::Error
@@ -63,6 +68,18 @@ pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: Execu
         },
         execution_count: count,
         error,
+        user_expressions: Default::default(),
+        payload: Vec::new(),
+    })
+}
+
+/// The reply for an execute request dropped because an earlier cell failed with
+/// `stop_on_error`: nothing runs, the count does not move.
+pub fn aborted(execution_count: u64) -> Content {
+    Content::ExecuteReply(ExecuteReply {
+        status: ReplyStatus::Aborted,
+        execution_count,
+        error: None,
         user_expressions: Default::default(),
         payload: Vec::new(),
     })

@@ -8,11 +8,11 @@ mod kernel_info;
 
 use crate::engine::{Engine, WorkerHandle};
 use crate::protocol::messages::{
-    CommInfoReply, ExecutionState, InterruptReply, ReplyStatus, ShutdownReply, ShutdownRequest,
+    CommInfoReply, ExecutionState, HistoryReply, InterruptReply, ReplyStatus, ShutdownReply, ShutdownRequest,
     Status,
 };
 use crate::protocol::{Content, WireMessage};
-use crate::transport::{Iopub, Replier};
+use crate::transport::{Incoming, Iopub, Replier};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -33,6 +33,10 @@ pub struct ShellHandler {
     pub replier: Replier,
     pub engine: Engine,
     pub execution_count: u64,
+    pub history: crate::history::History,
+    /// Requests that were already queued when a cell failed with `stop_on_error`: their
+    /// execute requests are answered `aborted` (the server loop takes these first).
+    pub queued_behind_error: std::collections::VecDeque<WireMessage>,
 }
 
 /// The control channel's handler: answered even while a cell runs.
@@ -47,13 +51,35 @@ fn status(state: &KernelState, request: &WireMessage, execution_state: Execution
 }
 
 impl ShellHandler {
-    pub async fn handle(&mut self, request: WireMessage) {
+    /// Handles one request; `abort` marks one that was queued behind a `stop_on_error` failure.
+    pub async fn handle(&mut self, request: WireMessage, abort: bool, incoming: &mut Incoming) {
         status(&self.state, &request, ExecutionState::Busy);
         match &request.message.content {
+            Content::ExecuteRequest(_) if abort => {
+                let reply = execute::aborted(self.execution_count);
+                self.replier.reply(&request, reply).await;
+            }
             Content::ExecuteRequest(execute) => {
                 let execute = execute.clone();
+                let stop_on_error = execute.stop_on_error && !execute.silent;
                 let reply = execute::run(self, &request, execute).await;
+                if stop_on_error && matches!(&reply, Content::ExecuteReply(r) if r.status == ReplyStatus::Error) {
+                    // Collect what was sent before the client can have seen this error, so that
+                    // requests sent in answer to it are not aborted.
+                    while let Ok(Some(queued)) =
+                        tokio::time::timeout(std::time::Duration::from_millis(5), incoming.next()).await
+                    {
+                        self.queued_behind_error.push_back(queued);
+                    }
+                }
                 self.replier.reply(&request, reply).await;
+            }
+            Content::HistoryRequest(query) => {
+                let reply = HistoryReply {
+                    status: ReplyStatus::Ok,
+                    history: self.history.query(query),
+                };
+                self.replier.reply(&request, Content::HistoryReply(reply)).await;
             }
             Content::KernelInfoRequest(_) => {
                 self.replier.reply(&request, kernel_info_reply()).await;

@@ -249,6 +249,36 @@ pub struct CommInfoReply {
     pub comms: Map<String, Value>,
 }
 
+/// `history_request`: tail, range or search (messaging spec).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    #[serde(default)]
+    pub output: bool,
+    #[serde(default)]
+    pub raw: bool,
+    #[serde(default)]
+    pub hist_access_type: String,
+    #[serde(default)]
+    pub session: i64,
+    #[serde(default)]
+    pub start: i64,
+    #[serde(default)]
+    pub stop: Option<i64>,
+    #[serde(default)]
+    pub n: Option<i64>,
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub unique: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryReply {
+    pub status: ReplyStatus,
+    /// `[session, line, input]` or `[session, line, [input, output]]`.
+    pub history: Vec<Value>,
+}
+
 /// Declares [`Content`] with one variant per message type and its wire name.
 macro_rules! contents {
     ($($variant:ident($ty:ty) => $name:literal,)*) => {
@@ -310,6 +340,8 @@ contents! {
     IsCompleteReply(IsCompleteReply) => "is_complete_reply",
     CommInfoRequest(CommInfoRequest) => "comm_info_request",
     CommInfoReply(CommInfoReply) => "comm_info_reply",
+    HistoryRequest(HistoryRequest) => "history_request",
+    HistoryReply(HistoryReply) => "history_reply",
 }
 
 #[cfg(test)]
