@@ -43,6 +43,12 @@ pub struct Completions {
 
 enum EngineRequest {
     Execute(String),
+    /// An expression evaluated for its value alone (`user_expressions`), outside the output
+    /// stream of a cell.
+    Evaluate {
+        expression: String,
+        reply: tokio::sync::oneshot::Sender<CellOutcome>,
+    },
     Complete {
         code: String,
         byte_pos: usize,
@@ -169,6 +175,18 @@ impl Engine {
         event
     }
 
+    /// Evaluates one expression in the session (for `user_expressions`).
+    pub async fn evaluate(&self, expression: &str) -> CellOutcome {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = EngineRequest::Evaluate { expression: expression.to_owned(), reply };
+        if self.requests.send(request).is_err() {
+            return CellOutcome::Failed(CellError::engine_unavailable("the engine thread stopped"));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| CellOutcome::Failed(CellError::engine_unavailable("the engine thread stopped")))
+    }
+
     pub async fn complete(&self, code: &str, byte_pos: usize) -> Completions {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = EngineRequest::Complete {
@@ -210,9 +228,15 @@ fn run_engine(
             let reason = e.to_string();
             // Without evcxr every cell gets the same clear error; the kernel itself stays up.
             for request in requests.iter() {
-                if let EngineRequest::Execute(_) = request {
-                    let error = CellError::engine_unavailable(&reason);
-                    let _ = events.send(EngineEvent::Finished(CellOutcome::Failed(error)));
+                let error = CellError::engine_unavailable(&reason);
+                match request {
+                    EngineRequest::Execute(_) => {
+                        let _ = events.send(EngineEvent::Finished(CellOutcome::Failed(error)));
+                    }
+                    EngineRequest::Evaluate { reply, .. } => {
+                        let _ = reply.send(CellOutcome::Failed(error));
+                    }
+                    EngineRequest::Complete { .. } => {}
                 }
             }
             None
@@ -228,6 +252,9 @@ fn run_engine(
                 if done_tx.send(outcome).is_err() {
                     return;
                 }
+            }
+            EngineRequest::Evaluate { expression, reply } => {
+                let _ = reply.send(session.execute_cell(&expression));
             }
             EngineRequest::Complete {
                 code,

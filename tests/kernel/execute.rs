@@ -173,3 +173,37 @@ kernel_test!(history_tail_range_and_search, async {
     assert_eq!(k.shell_reply().await.content.to_value()["history"], json!([[1, 1, "let h = 6;"]]));
     std::fs::remove_dir_all(dir).ok();
 });
+
+kernel_test!(user_expressions_are_evaluated_after_the_cell, async {
+    let mut k = TestKernel::start().await;
+    let id = k
+        .send_shell(
+            "execute_request",
+            json!({"code": "let base = 20;", "user_expressions": {"answer": "base * 2 + 2", "broken": "base +", "bad": 5}}),
+        )
+        .await;
+    let reply = k.shell_reply().await;
+    assert_eq!(reply.parent_header.unwrap().msg_id, id);
+    let c = reply.content.to_value();
+    assert_eq!(c["status"], "ok");
+    assert_eq!(c["user_expressions"]["answer"]["status"], "ok");
+    assert_eq!(c["user_expressions"]["answer"]["data"]["text/plain"], "42");
+    assert_eq!(c["user_expressions"]["broken"]["status"], "error");
+    assert_eq!(c["user_expressions"]["bad"]["ename"], "TypeError");
+    k.iopub_until_idle(&id).await;
+    let (reply, _) = k.execute("base").await;
+    assert_eq!(reply["status"], "ok", "the session is unharmed: {reply}");
+});
+
+kernel_test!(comm_open_to_an_unknown_target_is_closed, async {
+    let mut k = TestKernel::start().await;
+    let id = k
+        .send_shell("comm_open", json!({"comm_id": "c-1", "target_name": "jupyter.widget", "data": {}}))
+        .await;
+    let messages = k.iopub_until_idle(&id).await;
+    let close = messages.iter().find(|m| m.header.msg_type == "comm_close").expect("comm_close on iopub");
+    assert_eq!(close.content.to_value()["comm_id"], "c-1");
+    k.send_shell("comm_info_request", json!({"target_name": "jupyter.widget"})).await;
+    let info = k.shell_reply().await.content.to_value();
+    assert_eq!(info["comms"], json!({}));
+});

@@ -60,6 +60,18 @@ pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: Execu
     if counts {
         shell.history.record(count as i64, &execute.code, shown);
     }
+    // As IPython does: user expressions are evaluated after a cell that succeeded.
+    let mut user_expressions = serde_json::Map::new();
+    if error.is_none() {
+        for (name, expression) in &execute.user_expressions {
+            let value = match expression.as_str() {
+                Some(code) => expression_result(shell.engine.evaluate(code).await),
+                None => serde_json::json!({"status": "error", "ename": "TypeError",
+                    "evalue": "a user expression must be a string of Rust code", "traceback": []}),
+            };
+            user_expressions.insert(name.clone(), value);
+        }
+    }
     Content::ExecuteReply(ExecuteReply {
         status: if error.is_some() {
             ReplyStatus::Error
@@ -68,9 +80,26 @@ pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: Execu
         },
         execution_count: count,
         error,
-        user_expressions: Default::default(),
+        user_expressions,
         payload: Vec::new(),
     })
+}
+
+/// One `user_expressions` entry: the value as a MIME bundle, or the error.
+fn expression_result(outcome: CellOutcome) -> Value {
+    match outcome {
+        CellOutcome::Value(value) => serde_json::json!({
+            "status": "ok",
+            "data": to_bundle(value),
+            "metadata": {},
+        }),
+        CellOutcome::Failed(error) => serde_json::json!({
+            "status": "error",
+            "ename": error.ename,
+            "evalue": error.evalue,
+            "traceback": error.traceback,
+        }),
+    }
 }
 
 /// The reply for an execute request dropped because an earlier cell failed with

@@ -92,6 +92,17 @@ impl ShellHandler {
                 let reply = complete::is_complete(&is_complete.code);
                 self.replier.reply(&request, reply).await;
             }
+            Content::Unknown { msg_type, content } if msg_type == "comm_open" => {
+                // No comm targets are registered yet: close the comm at once, as the spec asks
+                // for an unknown target, so the frontend does not wait on it.
+                let comm_id = content.get("comm_id").cloned().unwrap_or_default();
+                eprintln!("torchbook: no comm target {:?}; closing comm {comm_id}", content.get("target_name"));
+                let close = Content::Unknown {
+                    msg_type: "comm_close".into(),
+                    content: json!({"comm_id": comm_id, "data": {}}),
+                };
+                self.state.iopub.publish(close, Some(&request.message.header));
+            }
             Content::CommInfoRequest(_) => {
                 // No comm targets exist yet, so the honest answer is an empty map.
                 let reply = CommInfoReply {
