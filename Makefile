@@ -39,7 +39,9 @@ libtorch: $(LIBTORCH_HOME)/.complete
 build: libtorch
 	cargo build --$(PROFILE) --locked --workspace
 
-$(VENV)/.complete: requirements-dev.txt
+# No prerequisite: the path is keyed by the requirements' content, and a fresh clone's newer
+# file times must not rebuild an identical venv.
+$(VENV)/.complete:
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
