@@ -197,24 +197,8 @@ impl Model {
     pub fn evaluate(&self, data: &Dataset, batch_size: i64) -> Result<Evaluation> {
         let compiled = self.compiled()?;
         let data = data.to_device(self.device());
-        let mut metrics = MetricSet::new(&compiled.metrics);
-        let mut loss_sum = Tensor::f_zeros([], (Kind::Double, self.device()))?;
-        for batch in data.batches(batch_size, None, false)? {
-            if interrupt::take_interrupt() {
-                return Err(Error::Usage("evaluate was interrupted".into()));
-            }
-            let (x, y) = batch?;
-            let x = self.prepare_input(&x)?;
-            let preds = tch::no_grad(|| self.net.forward(&x, false))?;
-            let loss = compiled.loss.compute(&preds, &y)?;
-            loss_sum = loss_sum.f_add(&loss.to_kind(Kind::Double).f_mul_scalar(x.size()[0])?)?;
-            metrics.update(&preds, &y)?;
-        }
-        Ok(Evaluation {
-            loss: loss_sum.double_value(&[]) / data.len().max(1) as f64,
-            metrics: metrics.values(),
-            confusion_matrix: metrics.confusion_matrix(),
-        })
+        let input = (self.input_shape.as_slice(), self.input_kind);
+        evaluate_net(&*self.net, &compiled.loss, &compiled.metrics, &data, batch_size, input, true)
     }
 
     /// Trains on `data`. Returns the History of finished epochs; on interrupt, returns early with
@@ -291,8 +275,11 @@ impl Model {
             };
             self.epochs_trained = epoch;
             if let Some(val) = &validation {
-                let compiled_ref = Compiled { optimizer: Optimizer::sgd(0.0), loss: compiled.loss.clone(), metrics: compiled.metrics.clone() };
-                let evaluation = evaluate_with(&*self.net, &compiled_ref, val, options.batch_size, &self.input_shape, self.input_kind)?;
+                // Not interruptible: an interrupt here is left for the next epoch's first batch,
+                // which ends fit with the History so far.
+                let input = (self.input_shape.as_slice(), self.input_kind);
+                let evaluation =
+                    evaluate_net(&*self.net, &compiled.loss, &compiled.metrics, val, options.batch_size, input, false)?;
                 log.val_loss = Some(evaluation.loss);
                 log.val_metrics = evaluation.metrics;
             }
@@ -342,18 +329,32 @@ impl Model {
     }
 }
 
-fn evaluate_with(net: &dyn Layer, compiled: &Compiled, data: &Dataset, batch_size: i64, input_shape: &[i64], kind: Kind) -> Result<Evaluation> {
-    let mut metrics = MetricSet::new(&compiled.metrics);
-    let mut loss_sum = 0.0;
+/// Loss and metrics of `net` over `data` (already on the model's device), in evaluation mode.
+/// With `interruptible`, an interrupt between batches ends it with an error.
+fn evaluate_net(
+    net: &dyn Layer,
+    loss: &Loss,
+    metric_kinds: &[Metric],
+    data: &Dataset,
+    batch_size: i64,
+    (input_shape, input_kind): (&[i64], Kind),
+    interruptible: bool,
+) -> Result<Evaluation> {
+    let mut metrics = MetricSet::new(metric_kinds);
+    let mut loss_sum = Tensor::f_zeros([], (Kind::Double, data.features.device()))?;
     for batch in data.batches(batch_size, None, false)? {
+        if interruptible && interrupt::take_interrupt() {
+            return Err(Error::Usage("evaluate was interrupted".into()));
+        }
         let (x, y) = batch?;
-        let x = prepare(&x, input_shape, kind)?;
+        let x = prepare(&x, input_shape, input_kind)?;
         let preds = tch::no_grad(|| net.forward(&x, false))?;
-        loss_sum += compiled.loss.compute(&preds, &y)?.double_value(&[]) * x.size()[0] as f64;
+        let batch_loss = loss.compute(&preds, &y)?;
+        loss_sum = loss_sum.f_add(&batch_loss.to_kind(Kind::Double).f_mul_scalar(x.size()[0])?)?;
         metrics.update(&preds, &y)?;
     }
     Ok(Evaluation {
-        loss: loss_sum / data.len().max(1) as f64,
+        loss: loss_sum.double_value(&[]) / data.len().max(1) as f64,
         metrics: metrics.values(),
         confusion_matrix: metrics.confusion_matrix(),
     })
