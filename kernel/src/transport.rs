@@ -200,8 +200,7 @@ pub struct Replier {
 impl Replier {
     /// Sends `content` as the reply to `request`.
     pub async fn reply(&self, request: &WireMessage, content: Content) {
-        let mut message = Message::new(content, Some(&request.message.header), &self.session);
-        message.metadata = serde_json::json!({});
+        let message = Message::new(content, Some(&request.message.header), &self.session);
         let wire = WireMessage {
             identities: request.identities.clone(),
             message,
