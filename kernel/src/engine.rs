@@ -410,7 +410,14 @@ fn forward_output(
         };
         events.send(event).is_ok()
     };
-    let send_stderr = |line: String| events.send(EngineEvent::Stderr(line)).is_ok();
+    // The worker's stderr relay sends text without a newline as records too.
+    let send_stderr = |line: String| {
+        let event = match side_channel::parse(&line) {
+            Some(record) => EngineEvent::Record(record),
+            None => EngineEvent::Stderr(line),
+        };
+        events.send(event).is_ok()
+    };
     loop {
         let alive = select! {
             recv(outputs.stdout) -> line => line.map(|l| send_stdout(l)).unwrap_or(false),

@@ -28,3 +28,4 @@ pub mod server;
 pub mod side_channel;
 pub mod stream_batcher;
 pub mod transport;
+pub mod worker_output;

@@ -2,7 +2,7 @@
 //! `install` writes the kernelspec. The logic lives in the modules below.
 
 use anyhow::Context;
-use torchbook_kernel::{connection, engine, install, prelude, server};
+use torchbook_kernel::{connection, engine, install, prelude, server, worker_output};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +69,9 @@ fn main() {
     if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(libc::SIGINT, on_worker_sigint as *const () as libc::sighandler_t) };
+        if let Err(error) = worker_output::install() {
+            eprintln!("torchbook: worker output relay unavailable ({error}); output is line by line");
+        }
     }
     // evcxr re-executes this binary as its worker and as a rustc wrapper; this must come first.
     evcxr::runtime_hook();

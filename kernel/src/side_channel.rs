@@ -4,6 +4,7 @@
 //! The format is specified in docs/ARCHITECTURE.md; `torchbook-display` writes the same framing.
 
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 /// The marker that starts every record line.
 pub const RECORD_PREFIX: &str = "\u{1e}torchbook ";
@@ -20,6 +21,42 @@ pub enum Record {
         #[serde(default)]
         thread: String,
     },
+    /// A new output (`display_data`); with a `display_id`, later updates can replace it.
+    Display {
+        data: Map<String, Value>,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+        #[serde(default)]
+        display_id: Option<String>,
+    },
+    /// New content for an earlier output (`update_display_data`).
+    UpdateDisplay {
+        data: Map<String, Value>,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+        display_id: String,
+    },
+    /// `clear_output`; with `wait`, the frontend clears when the next output arrives.
+    ClearOutput {
+        #[serde(default)]
+        wait: bool,
+    },
+    /// The cell's value rendered by the cell side (`Render`), shown as its `execute_result`.
+    Result {
+        data: Map<String, Value>,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+    },
+    /// Text that has waited for a newline long enough (from the worker's output relay).
+    Stream { name: StreamKind, text: String },
+}
+
+/// Which of the worker's streams a `Stream` record carries.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
 }
 
 /// Reads a record from a stdout line; `None` for ordinary output. A line that carries the marker
@@ -49,6 +86,24 @@ mod tests {
                 location: "src/lib.rs:3:5".into(),
                 thread: "main".into()
             })
+        );
+    }
+
+    #[test]
+    fn display_records() {
+        let line = "\u{1e}torchbook {\"type\":\"display\",\"data\":{\"text/plain\":\"x\"},\"display_id\":\"d1\"}";
+        let Some(Record::Display { data, display_id, metadata }) = parse(line) else {
+            panic!("not a display record");
+        };
+        assert_eq!(data["text/plain"], "x");
+        assert_eq!(display_id.as_deref(), Some("d1"));
+        assert!(metadata.is_empty());
+        let line = "\u{1e}torchbook {\"type\":\"clear_output\",\"wait\":true}";
+        assert_eq!(parse(line), Some(Record::ClearOutput { wait: true }));
+        let line = "\u{1e}torchbook {\"type\":\"stream\",\"name\":\"stderr\",\"text\":\"50%\\r\"}";
+        assert_eq!(
+            parse(line),
+            Some(Record::Stream { name: StreamKind::Stderr, text: "50%\r".into() })
         );
     }
 

@@ -36,3 +36,25 @@ std::panic::set_hook(Box::new(|info| {
         json_string(&thread)
     );
 }));
+// The cell side of the output relay (worker_output.rs): Rust buffers stdout until a newline, so
+// flush it on a short timer, and on request at the end of every cell.
+if let Some(fd) = std::env::var("TORCHBOOK_FLUSH_FD").ok().and_then(|v| v.parse::<i32>().ok()) {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let _ = std::thread::Builder::new().name("torchbook-flush-timer".into()).spawn(|| loop {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        let _ = std::io::stdout().flush();
+    });
+    // SAFETY: the worker opened this pipe for this thread alone.
+    let mut requests = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = std::thread::Builder::new().name("torchbook-flush".into()).spawn(move || {
+        let mut byte = [0u8; 1];
+        while matches!(requests.read(&mut byte), Ok(1)) {
+            let mut out = std::io::stdout().lock();
+            let _ = out.flush();
+            let _ = out.write_all(b"\x1etorchbook {\"type\":\"flushed\"}\n");
+            let _ = out.flush();
+        }
+    });
+    println!("\u{1e}torchbook {{\"type\":\"flusher_ready\"}}");
+}

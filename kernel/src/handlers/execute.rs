@@ -5,13 +5,13 @@ use super::ShellHandler;
 use crate::cell_error::CellError;
 use crate::engine::{CellOutcome, EngineEvent};
 use crate::protocol::messages::{
-    ErrorInfo, ExecuteInput, ExecuteReply, ExecuteRequest, ExecuteResult, MimeBundle, ReplyStatus,
-    StreamName,
+    ClearOutput, DisplayData, ErrorInfo, ExecuteInput, ExecuteReply, ExecuteRequest,
+    ExecuteResult, MimeBundle, ReplyStatus, Stream, StreamName,
 };
 use crate::protocol::{Content, Header, WireMessage};
-use crate::side_channel::Record;
+use crate::side_channel::{Record, StreamKind};
 use crate::stream_batcher::StreamBatcher;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 
 pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: ExecuteRequest) -> Content {
@@ -30,22 +30,29 @@ pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: Execu
     }
 
     shell.engine.execute(&execute.code);
-    let outcome = stream_until_finished(shell, parent).await;
+    let (outcome, rendered) = stream_until_finished(shell, parent).await;
 
     let mut shown = None;
     let error = match outcome {
         CellOutcome::Value(value) => {
-            shown = value.get("text/plain").cloned();
             // A cell that ends in a statement or a loop evaluates to `()`: like Python's None,
             // it is not worth an Out[] line.
             let is_unit = value.len() == 1 && value.get("text/plain").is_some_and(|t| t == "()");
-            if !execute.silent && !value.is_empty() && !is_unit {
-                let result = ExecuteResult {
-                    execution_count: count,
-                    data: to_bundle(value),
-                    metadata: Default::default(),
-                };
-                shell.state.iopub.publish(Content::ExecuteResult(result), Some(parent));
+            let result = match rendered {
+                Some((data, metadata)) => Some((data, metadata)),
+                None if value.is_empty() || is_unit => None,
+                None => Some((to_bundle(value), Default::default())),
+            };
+            if let Some((data, metadata)) = result {
+                shown = data.get("text/plain").and_then(Value::as_str).map(str::to_owned);
+                if !execute.silent {
+                    let result = ExecuteResult {
+                        execution_count: count,
+                        data,
+                        metadata,
+                    };
+                    shell.state.iopub.publish(Content::ExecuteResult(result), Some(parent));
+                }
             }
             None
         }
@@ -72,6 +79,10 @@ pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: Execu
             user_expressions.insert(name.clone(), value);
         }
     }
+    reply(count, error, user_expressions)
+}
+
+fn reply(count: u64, error: Option<ErrorInfo>, user_expressions: Map<String, Value>) -> Content {
     Content::ExecuteReply(ExecuteReply {
         status: if error.is_some() {
             ReplyStatus::Error
@@ -114,15 +125,24 @@ pub fn aborted(execution_count: u64) -> Content {
     })
 }
 
-/// Forwards output until the cell finishes. A panic reported on the side channel turns an
-/// otherwise successful outcome into a `Panic` error (evcxr itself catches the unwind).
-async fn stream_until_finished(shell: &mut ShellHandler, parent: &Header) -> CellOutcome {
+/// The cell's value as the cell side rendered it (a `result` record).
+type Rendered = (MimeBundle, Map<String, Value>);
+
+/// Forwards output until the cell finishes: stream text in batches, side-channel records as
+/// display messages in their place among the text. A panic reported on the side channel turns
+/// an otherwise successful outcome into a `Panic` error (evcxr itself catches the unwind).
+async fn stream_until_finished(
+    shell: &mut ShellHandler,
+    parent: &Header,
+) -> (CellOutcome, Option<Rendered>) {
     let mut batcher = StreamBatcher::default();
     let mut panic: Option<CellError> = None;
+    let mut rendered = None;
     let iopub = shell.state.iopub.clone();
-    let send = |batch: Option<crate::protocol::messages::Stream>| {
+    let publish = |content: Content| iopub.publish(content, Some(parent));
+    let send = |batch: Option<Stream>| {
         if let Some(stream) = batch {
-            iopub.publish(Content::Stream(stream), Some(parent));
+            publish(Content::Stream(stream));
         }
     };
     let outcome = loop {
@@ -135,29 +155,97 @@ async fn stream_until_finished(shell: &mut ShellHandler, parent: &Header) -> Cel
                 continue;
             }
         };
-        match event {
-            Some(EngineEvent::Stdout(line)) => send(batcher.push(StreamName::Stdout, &line)),
-            Some(EngineEvent::Stderr(line)) => send(batcher.push(StreamName::Stderr, &line)),
-            Some(EngineEvent::Record(Record::Panic {
-                message,
-                location,
-                thread,
-            })) => {
-                panic.get_or_insert_with(|| CellError::panic(&message, &location, &thread));
+        let record = match event {
+            Some(EngineEvent::Stdout(line)) => {
+                send(batcher.push(StreamName::Stdout, &line));
+                continue;
             }
+            Some(EngineEvent::Stderr(line)) => {
+                send(batcher.push(StreamName::Stderr, &line));
+                continue;
+            }
+            Some(EngineEvent::Record(record)) => record,
             Some(EngineEvent::Finished(outcome)) => break outcome,
             None => {
                 break CellOutcome::Failed(CellError::engine_unavailable(
                     "the engine thread stopped unexpectedly",
                 ))
             }
+        };
+        match record {
+            Record::Stream { name, text } => {
+                let name = match name {
+                    StreamKind::Stdout => StreamName::Stdout,
+                    StreamKind::Stderr => StreamName::Stderr,
+                };
+                send(batcher.push_text(name, &text));
+            }
+            Record::Panic {
+                message,
+                location,
+                thread,
+            } => {
+                panic.get_or_insert_with(|| CellError::panic(&message, &location, &thread));
+            }
+            Record::Result { data, metadata } => rendered = Some((with_text_plain(data), metadata)),
+            // Text printed before a display must appear before it.
+            display => {
+                send(batcher.take());
+                publish(display_message(display));
+            }
         }
     };
-    send(batcher.take());
-    match (outcome, panic) {
-        (CellOutcome::Value(_), Some(panic)) => CellOutcome::Failed(panic),
-        (outcome, _) => outcome,
+    for stream in batcher.finish() {
+        publish(Content::Stream(stream));
     }
+    match (outcome, panic) {
+        (CellOutcome::Value(_), Some(panic)) => (CellOutcome::Failed(panic), None),
+        (outcome, _) => (outcome, rendered),
+    }
+}
+
+/// The iopub message for a display record.
+fn display_message(record: Record) -> Content {
+    let transient = |id: Option<String>| {
+        let mut transient = Map::new();
+        if let Some(id) = id {
+            transient.insert("display_id".to_owned(), Value::String(id));
+        }
+        transient
+    };
+    match record {
+        Record::Display {
+            data,
+            metadata,
+            display_id,
+        } => Content::DisplayData(DisplayData {
+            data: with_text_plain(data),
+            metadata,
+            transient: transient(display_id),
+        }),
+        Record::UpdateDisplay {
+            data,
+            metadata,
+            display_id,
+        } => Content::UpdateDisplayData(DisplayData {
+            data: with_text_plain(data),
+            metadata,
+            transient: transient(Some(display_id)),
+        }),
+        Record::ClearOutput { wait } => Content::ClearOutput(ClearOutput { wait }),
+        other => unreachable!("not a display record: {other:?}"),
+    }
+}
+
+/// Every bundle carries `text/plain`, for frontends that show nothing else.
+fn with_text_plain(data: Map<String, Value>) -> MimeBundle {
+    let mut bundle: MimeBundle = data.into_iter().collect();
+    if !bundle.contains_key("text/plain") {
+        let kinds: Vec<&str> = bundle.keys().map(String::as_str).collect();
+        let summary = format!("<{}>", kinds.join(", "));
+        bundle.insert("text/plain".to_owned(), Value::String(summary));
+    }
+    bundle
 }
 
 /// evcxr gives every MIME type as text; JSON types must travel as JSON, and every bundle needs
@@ -172,10 +260,5 @@ fn to_bundle(value: HashMap<String, String>) -> MimeBundle {
         };
         bundle.insert(mime, data);
     }
-    if !bundle.contains_key("text/plain") {
-        let kinds: Vec<&str> = bundle.keys().map(String::as_str).collect();
-        let summary = format!("<{}>", kinds.join(", "));
-        bundle.insert("text/plain".to_owned(), Value::String(summary));
-    }
-    bundle
+    with_text_plain(bundle.into_iter().collect())
 }

@@ -158,6 +158,14 @@ pub struct DisplayData {
     pub transient: Map<String, Value>,
 }
 
+/// `clear_output`: with `wait`, the frontend clears only when the next output arrives, which
+/// avoids flicker in live displays.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClearOutput {
+    #[serde(default)]
+    pub wait: bool,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamName {
@@ -326,6 +334,8 @@ contents! {
     ExecuteInput(ExecuteInput) => "execute_input",
     ExecuteResult(ExecuteResult) => "execute_result",
     DisplayData(DisplayData) => "display_data",
+    UpdateDisplayData(DisplayData) => "update_display_data",
+    ClearOutput(ClearOutput) => "clear_output",
     Stream(Stream) => "stream",
     Error(ErrorInfo) => "error",
     Status(Status) => "status",
