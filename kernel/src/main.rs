@@ -69,6 +69,8 @@ fn main() {
     if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(libc::SIGINT, on_worker_sigint as *const () as libc::sighandler_t) };
+        // Tells torchbook-display in cells that a kernel reads its records.
+        std::env::set_var("TORCHBOOK_OUTPUT", "records");
         if let Err(error) = worker_output::install() {
             eprintln!("torchbook: worker output relay unavailable ({error}); output is line by line");
         }

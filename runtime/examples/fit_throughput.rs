@@ -68,7 +68,7 @@ fn main() -> torchbook::Result<()> {
             let data = Dataset::new(xs, ys)?;
             for epoch in 0..=epochs {
                 let started = Instant::now();
-                m.fit(&data, FitOptions { epochs: 1, batch_size: BATCH, verbose: false, seed: epoch as u64, ..Default::default() })?;
+                m.fit(&data, FitOptions { epochs: 1, batch_size: BATCH, verbose: 0, seed: epoch as u64, ..Default::default() })?;
                 if epoch > 0 {
                     report(mode, model, n, started);
                 }

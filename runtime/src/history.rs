@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use torchbook_display::plot::{self, Line, Panels};
+use torchbook_display::{html_escape, MimeBundle, Render};
 
 /// The figures of one epoch.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +78,86 @@ impl History {
 
     pub fn is_empty(&self) -> bool {
         self.epochs.is_empty()
+    }
+
+    /// The figures recorded, in Keras order: `loss`, metrics, then their `val_` twins.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = vec!["loss".to_owned()];
+        if let Some(last) = self.epochs.last() {
+            names.extend(last.metrics.keys().cloned());
+            if last.val_loss.is_some() {
+                names.push("val_loss".to_owned());
+            }
+            names.extend(last.val_metrics.keys().map(|k| format!("val_{k}")));
+        }
+        names
+    }
+
+    /// Loss and metric curves, one panel per figure with its validation twin.
+    pub fn curves(&self) -> Panels {
+        let epochs: Vec<f64> = self.epochs.iter().map(|e| e.epoch as f64).collect();
+        let charts = self
+            .names()
+            .into_iter()
+            .filter(|name| !name.starts_with("val_"))
+            .map(|name| {
+                let mut chart = Line::new().title(name.as_str()).x_label("epoch");
+                for series in [name.clone(), format!("val_{name}")] {
+                    let points: Vec<(f64, f64)> = self
+                        .epochs
+                        .iter()
+                        .zip(&epochs)
+                        .filter_map(|(e, &x)| e.get(&series).map(|y| (x, y)))
+                        .collect();
+                    if !points.is_empty() {
+                        let (xs, ys): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
+                        chart = chart.xy(series, &xs, &ys);
+                    }
+                }
+                chart
+            })
+            .collect();
+        plot::panels(charts)
+    }
+
+    /// The epochs as an HTML table.
+    fn html_table(&self) -> String {
+        let names = self.names();
+        let mut html = String::from("<table><thead><tr><th>epoch</th>");
+        for name in &names {
+            html.push_str(&format!("<th>{}</th>", html_escape(name)));
+        }
+        html.push_str("<th>time</th><th>samples/s</th></tr></thead><tbody>");
+        for e in &self.epochs {
+            html.push_str(&format!("<tr><td>{}</td>", e.epoch));
+            for name in &names {
+                match e.get(name) {
+                    Some(v) => html.push_str(&format!("<td>{v:.4}</td>")),
+                    None => html.push_str("<td></td>"),
+                }
+            }
+            html.push_str(&format!("<td>{:.1} s</td><td>{:.0}</td></tr>", e.seconds, e.samples_per_second));
+        }
+        html.push_str("</tbody></table>");
+        html
+    }
+}
+
+/// Shown as its curves (SVG inline and PNG) above a table of the epochs.
+impl Render for History {
+    fn render(&self) -> MimeBundle {
+        let text = if self.is_empty() { "History: no finished epochs".to_owned() } else { self.to_string() };
+        if self.is_empty() {
+            return MimeBundle::text(text);
+        }
+        let table = self.html_table();
+        match self.curves().figure() {
+            Ok(figure) => figure
+                .render()
+                .with("text/html", format!("<div>{}</div>{table}", figure.svg))
+                .with("text/plain", text),
+            Err(_) => MimeBundle::text(text).with("text/html", table),
+        }
     }
 }
 

@@ -27,7 +27,16 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod progress;
+pub mod render;
 mod rng;
+
+/// Rich output: everything of `torchbook-display`, plus the tensor helpers.
+pub mod display {
+    pub use crate::render::{batch_grid, image_grid, show_image, tensor_to_image, TensorRender, TensorSummary};
+    pub use torchbook_display::*;
+}
+pub use torchbook_display::plot;
 
 pub use error::{Error, Result};
 pub use interrupt::{check_interrupt, Interrupted};
@@ -45,5 +54,10 @@ pub mod prelude {
     pub use crate::metrics::Metric;
     pub use crate::model::{Evaluation, FitOptions, Model, Summary, Validation};
     pub use crate::optim::Optimizer;
+    pub use crate::display::{
+        batch_grid, clear_output, display, image_grid, show_image, tensor_to_image, DisplayHandle, EvcxrDisplay, Html,
+        Image, Jpeg, Json, Latex, Markdown, MimeBundle, Png, Render, Svg, TensorRender,
+    };
+    pub use crate::plot;
     pub use tch::{self, nn, no_grad, manual_seed, Device, Kind, Tensor};
 }

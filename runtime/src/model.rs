@@ -12,11 +12,13 @@ use crate::layers::{Layer, SummaryRow};
 use crate::loss::Loss;
 use crate::metrics::{Metric, MetricSet};
 use crate::optim::Optimizer;
+use crate::progress::{BatchState, Progress, Verbosity};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
+use torchbook_display::{html_escape, MimeBundle, Render};
 
 /// Where validation figures come from during `fit`.
 pub enum Validation {
@@ -34,8 +36,9 @@ pub struct FitOptions {
     pub shuffle: bool,
     pub seed: u64,
     pub callbacks: Vec<Box<dyn Callback>>,
-    /// Print one line per epoch.
-    pub verbose: bool,
+    /// As in Keras: 0 silent, 1 a live progress bar and curves (one text line per epoch where
+    /// the frontend shows text only), 2 one line per epoch.
+    pub verbose: u8,
 }
 
 impl Default for FitOptions {
@@ -47,7 +50,7 @@ impl Default for FitOptions {
             shuffle: true,
             seed: 0,
             callbacks: Vec::new(),
-            verbose: true,
+            verbose: 1,
         }
     }
 }
@@ -227,6 +230,10 @@ impl Model {
         let batch_callbacks: Vec<usize> =
             options.callbacks.iter().enumerate().filter(|(_, c)| c.wants_batches()).map(|(i, _)| i).collect();
         let mut history = History::default();
+        let verbosity = Verbosity::from_level(options.verbose);
+        let first_epoch = self.epochs_trained + 1;
+        let mut progress = Progress::start(verbosity, first_epoch, options.epochs, train.len(), options.batch_size);
+        let mut note = None;
         let compiled = self.compiled.as_mut().expect("checked above");
         'epochs: for _ in 0..options.epochs {
             let epoch = self.epochs_trained + 1;
@@ -236,12 +243,14 @@ impl Model {
             let mut loss_sum = Tensor::f_zeros([], (Kind::Double, device))?;
             let mut seen = 0i64;
             let shuffle = options.shuffle.then_some(options.seed.wrapping_add(epoch as u64));
+            progress.epoch_started();
             for (index, batch) in train.batches(options.batch_size, shuffle, true)?.enumerate() {
                 if interrupt::take_interrupt() {
                     history.interrupted = true;
-                    if options.verbose {
-                        println!("Interrupted in epoch {epoch} at batch {index}: the model keeps its weights; History has {} complete epoch(s).", history.len());
-                    }
+                    note = Some(format!(
+                        "Interrupted in epoch {epoch} at batch {index}: the model keeps its weights; History has {} complete epoch(s).",
+                        history.len()
+                    ));
                     break 'epochs;
                 }
                 let (x, y) = batch?;
@@ -258,6 +267,17 @@ impl Model {
                 let detached = loss.detach();
                 loss_sum = loss_sum.f_add(&detached.to_kind(Kind::Double).f_mul_scalar(n)?)?;
                 metrics.update(&preds.detach(), &y)?;
+                if progress.redraw_due() {
+                    // Reading the figures waits for the device, so only when a redraw is due.
+                    let running: Vec<(String, f64)> = metrics.values().into_iter().collect();
+                    progress.batch(&BatchState {
+                        epoch,
+                        batch: index + 1,
+                        seen,
+                        loss: loss_sum.double_value(&[]) / seen.max(1) as f64,
+                        metrics: &running,
+                    });
+                }
                 for &i in &batch_callbacks {
                     options.callbacks[i].on_batch_end(&mut ctx, index, &detached)?;
                 }
@@ -284,13 +304,11 @@ impl Model {
                 log.val_metrics = evaluation.metrics;
             }
             log.seconds = started.elapsed().as_secs_f64();
-            if options.verbose {
-                println!("{log}");
-            }
             for cb in options.callbacks.iter_mut() {
                 cb.on_epoch_end(&mut ctx, &log)?;
             }
-            history.epochs.push(log);
+            history.epochs.push(log.clone());
+            progress.epoch_end(&log, &history);
             if ctx.stop {
                 history.stopped_early = true;
                 break;
@@ -299,6 +317,7 @@ impl Model {
         for cb in options.callbacks.iter_mut() {
             cb.on_train_end(&mut ctx)?;
         }
+        progress.finish(&history, note.as_deref());
         Ok(history)
     }
 
@@ -415,5 +434,46 @@ impl fmt::Display for Summary {
         writeln!(f, "Total params: {}", self.total)?;
         writeln!(f, "Trainable params: {}", self.trainable)?;
         write!(f, "Non-trainable params: {}", self.total - self.trainable)
+    }
+}
+
+impl Summary {
+    fn html(&self) -> String {
+        let shape = |s: &[i64]| html_escape(&format!("(None, {})", join(s)));
+        let mut html = format!(
+            "<table><thead><tr><th style=\"text-align:left\">Layer</th><th style=\"text-align:left\">Output shape</th>\
+             <th>Param #</th></tr></thead><tbody><tr><td>Input</td><td>{}</td><td></td></tr>",
+            shape(&self.input_shape)
+        );
+        for (name, out, params) in &self.rows {
+            html.push_str(&format!(
+                "<tr><td style=\"text-align:left\">{}</td><td style=\"text-align:left\">{}</td><td>{params}</td></tr>",
+                html_escape(name),
+                shape(out)
+            ));
+        }
+        html.push_str(&format!(
+            "</tbody></table><div>Total params: {} · trainable: {} · non-trainable: {}</div>",
+            self.total,
+            self.trainable,
+            self.total - self.trainable
+        ));
+        html
+    }
+}
+
+impl Render for Summary {
+    fn render(&self) -> MimeBundle {
+        MimeBundle::text(self.to_string()).with("text/html", self.html())
+    }
+}
+
+/// A model cell value shows its device, epochs and layer table.
+impl Render for Model {
+    fn render(&self) -> MimeBundle {
+        let summary = self.summary();
+        let head = format!("Model on {:?}, {} epochs trained", self.device(), self.epochs_trained);
+        MimeBundle::text(format!("{head}\n{summary}"))
+            .with("text/html", format!("<div><b>{}</b></div>{}", html_escape(&head), summary.html()))
     }
 }

@@ -57,7 +57,7 @@ let mut model = Model::new(Sequential::new().add(Dense::new(256)).add(ReLU).add(
 model.compile(Optimizer::adam(1e-3), Loss::cross_entropy(), &[Metric::Accuracy]);"#;
     let (reply, _) = k.execute(setup).await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    let fit = "let history = model.fit(&data, FitOptions { epochs: 10000, batch_size: 32, verbose: false, ..Default::default() }).unwrap();";
+    let fit = "let history = model.fit(&data, FitOptions { epochs: 10000, batch_size: 32, verbose: 0, ..Default::default() }).unwrap();";
     let id = k.send_shell("execute_request", json!({"code": fit})).await;
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     let asked = std::time::Instant::now();

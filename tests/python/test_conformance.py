@@ -39,7 +39,7 @@ class TorchbookKernelTests(jkt.KernelTests):
     code_inspect_sample = "Vec::new"
     code_page_something = ":help"
 
-    # Issue 4 (rich output): display_data and clear_output from cells.
+    # Rich output from cells, through the prelude's display API.
     code_display_data = [
         {
             "code": 'torchbook::display::Html("<b>hi</b>").show();',
@@ -50,8 +50,6 @@ class TorchbookKernelTests(jkt.KernelTests):
 
     test_inspect = unittest.expectedFailure(jkt.KernelTests.test_inspect)
     test_pager = unittest.expectedFailure(jkt.KernelTests.test_pager)
-    test_display_data = unittest.expectedFailure(jkt.KernelTests.test_display_data)
-    test_clear_output = unittest.expectedFailure(jkt.KernelTests.test_clear_output)
 
 
 class TorchbookIopubWelcome(jkt.IopubWelcomeTests):

@@ -21,7 +21,7 @@ fn mlp() -> Model {
 }
 
 fn options(epochs: usize) -> FitOptions {
-    FitOptions { epochs, batch_size: 32, verbose: false, ..Default::default() }
+    FitOptions { epochs, batch_size: 32, verbose: 0, ..Default::default() }
 }
 
 #[test]

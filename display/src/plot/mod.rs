@@ -19,7 +19,7 @@ mod xy;
 
 pub use grid::{image_grid, BoundingBox, ImageGrid};
 pub use heatmap::{confusion_matrix, heatmap, Heatmap};
-pub use xy::{bar, histogram, line, scatter, Bar, Histogram, Line, Scatter};
+pub use xy::{bar, histogram, line, panels, scatter, Bar, Histogram, Line, Panels, Scatter};
 
 use crate::{MimeBundle, Png, Render};
 use plotters::coord::Shift;

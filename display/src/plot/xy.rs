@@ -347,3 +347,46 @@ fn described(kind: &str, title: &str) -> String {
         format!("{kind}: {title}")
     }
 }
+
+/// Line charts side by side in one picture, e.g. loss and accuracy curves of a training run.
+#[derive(Debug, Clone, Default)]
+pub struct Panels {
+    frame: Frame,
+    charts: Vec<Line>,
+}
+
+/// Puts `charts` side by side; the default size grows with their number.
+pub fn panels(charts: Vec<Line>) -> Panels {
+    let width = 420 * charts.len().max(1) as u32;
+    Panels {
+        frame: Frame {
+            size: (width.min(1400), 300),
+            ..Frame::default()
+        },
+        charts,
+    }
+}
+
+frame_methods!(Panels);
+
+impl Chart for Panels {
+    fn size(&self) -> (u32, u32) {
+        self.frame.size
+    }
+
+    fn describe(&self) -> String {
+        let titles: Vec<&str> = self.charts.iter().map(|c| c.frame.title.as_str()).collect();
+        format!("charts: {}", titles.join(", "))
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
+        if self.charts.is_empty() {
+            return Err(PlotError::NoData("no charts to put side by side".into()));
+        }
+        root.fill(&WHITE).map_err(drawing)?;
+        for (chart, area) in self.charts.iter().zip(root.split_evenly((1, self.charts.len()))) {
+            chart.draw(&area)?;
+        }
+        Ok(())
+    }
+}
