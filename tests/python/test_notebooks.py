@@ -74,3 +74,35 @@ def test_model_api_notebook_trains():
     assert value(code[3]) == "[1, 0, 1]"
     assert value(code[4]) == "true", "saved and loaded weights predict the same"
     assert value(code[5]) == '"model input: expected shape [batch, 2], found [4, 3]"'
+
+
+def test_rich_output_notebook():
+    nb = execute(nbformat.read(ROOT / "examples" / "03-rich-output.ipynb", as_version=4))
+    code = [c for c in nb.cells if c.cell_type == "code"]
+
+    def outputs(cell, kind):
+        return [o for o in cell.outputs if o.output_type == kind]
+
+    for cell in code:
+        for output in cell.outputs:
+            if output.output_type in ("display_data", "execute_result"):
+                assert "text/plain" in output.data, f"{cell.source!r}: a bundle without text/plain"
+
+    tensor = outputs(code[0], "execute_result")[0].data
+    assert "[64, 32]" in tensor["text/html"] and "mean / std" in tensor["text/html"]
+    assert "image/png" in outputs(code[1], "display_data")[0].data, "show_image"
+    assert outputs(code[2], "execute_result")[0].data["text/plain"] == "<grid of 10 images>"
+    chart = outputs(code[3], "execute_result")[0].data
+    assert {"image/png", "image/svg+xml", "text/html"} <= set(chart)
+    assert "image/png" in outputs(code[4], "display_data")[0].data, "histogram shown mid-cell"
+    assert "image/png" in outputs(code[4], "execute_result")[0].data, "bar chart as the value"
+    assert "heatmap 3×3" in outputs(code[5], "execute_result")[0].data["text/plain"]
+    # nbclient applies update_display_data to the output with that display_id.
+    assert outputs(code[6], "display_data")[0].data["text/html"] == "<b>step 5 of 5</b>"
+    assert outputs(code[6], "stream")[0].text == "done"
+    final = outputs(code[7], "display_data")[-1].data
+    assert final["text/plain"].startswith("Trained 8 epoch(s)"), final["text/plain"]
+    assert "val_accuracy" in final["text/html"] and "image/png" in final
+    assert "Total params" in outputs(code[8], "execute_result")[0].data["text/html"]
+    evcxr = outputs(code[9], "display_data")[0].data
+    assert "hello from evcxr_display" in evcxr["text/html"]
