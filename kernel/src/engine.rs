@@ -30,6 +30,12 @@ pub enum EngineEvent {
     Stdout(String),
     Stderr(String),
     Record(Record),
+    /// The cell waits for a line of input; send `None` for end-of-file (no input to give).
+    InputRequest {
+        prompt: String,
+        password: bool,
+        answer: std::sync::mpsc::Sender<Option<String>>,
+    },
     Finished(CellOutcome),
 }
 
@@ -54,16 +60,43 @@ enum EngineRequest {
         byte_pos: usize,
         reply: tokio::sync::oneshot::Sender<Completions>,
     },
+    Inspect {
+        code: String,
+        byte_pos: usize,
+        reply: tokio::sync::oneshot::Sender<Inspection>,
+    },
+}
+
+/// What the analyser and the session know about the name at a position.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    /// rust-analyzer's hover: signature and docs, as text and HTML.
+    pub hover: Option<(String, String)>,
+    /// The type, when the name is a variable of the session.
+    pub variable_type: Option<String>,
 }
 
 /// A handle on the worker process that can be used from any task (the control channel), and
 /// which cell, if any, is running in it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct WorkerHandle {
     child: Arc<OnceLock<Arc<Mutex<Child>>>>,
     /// The number of the running cell; 0 when idle.
     running: Arc<AtomicU64>,
     started: Arc<AtomicU64>,
+    /// Counts interrupts, so that a wait for input can end on one.
+    interrupts: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for WorkerHandle {
+    fn default() -> Self {
+        WorkerHandle {
+            child: Default::default(),
+            running: Default::default(),
+            started: Default::default(),
+            interrupts: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 impl WorkerHandle {
@@ -96,6 +129,7 @@ impl WorkerHandle {
     /// flag that `fit` and `check_interrupt()` poll, so the cell stops and keeps its state; if the
     /// same cell is still running after `grace`, the worker is killed. Does nothing when idle.
     pub fn interrupt(&self, grace: Duration) -> bool {
+        self.interrupts.send_modify(|n| *n += 1);
         let cell = self.running.load(Ordering::SeqCst);
         if cell == 0 {
             return false;
@@ -112,6 +146,13 @@ impl WorkerHandle {
             }
         });
         true
+    }
+}
+
+impl WorkerHandle {
+    /// Changes whenever an interrupt is requested.
+    pub fn interrupt_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.interrupts.subscribe()
     }
 }
 
@@ -187,6 +228,20 @@ impl Engine {
             .unwrap_or_else(|_| CellOutcome::Failed(CellError::engine_unavailable("the engine thread stopped")))
     }
 
+    /// Hover information and the variable's type for the name ending at `byte_pos`.
+    pub async fn inspect(&self, code: &str, byte_pos: usize) -> Inspection {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = EngineRequest::Inspect {
+            code: code.to_owned(),
+            byte_pos,
+            reply,
+        };
+        if self.requests.send(request).is_err() {
+            return Inspection::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+
     pub async fn complete(&self, code: &str, byte_pos: usize) -> Completions {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = EngineRequest::Complete {
@@ -220,7 +275,7 @@ fn run_engine(
                 .name("engine-output".into())
                 .spawn(move || forward_output(outputs, done_rx, forward_events))
                 .expect("spawn output thread");
-            Some(Session::start(context, prelude, &note))
+            Some(Session::start(context, prelude, events.clone(), &note))
         }
         Err(e) => {
             eprintln!("torchbook: the Rust engine could not start: {e}");
@@ -236,7 +291,7 @@ fn run_engine(
                     EngineRequest::Evaluate { reply, .. } => {
                         let _ = reply.send(CellOutcome::Failed(error));
                     }
-                    EngineRequest::Complete { .. } => {}
+                    EngineRequest::Complete { .. } | EngineRequest::Inspect { .. } => {}
                 }
             }
             None
@@ -274,6 +329,9 @@ fn run_engine(
                     },
                 };
                 let _ = reply.send(completions);
+            }
+            EngineRequest::Inspect { code, byte_pos, reply } => {
+                let _ = reply.send(session.inspect(&code, byte_pos));
             }
         }
     }
@@ -346,20 +404,32 @@ fn build_prelude_in_subprocess(events: &UnboundedSender<EngineEvent>) -> Result<
 /// The evcxr context plus what must be re-run whenever evcxr restarts its worker.
 struct Session {
     context: evcxr::CommandContext,
+    /// Run again in a worker that evcxr restarted (variables lost, dependencies kept).
     setup: String,
+    /// The prelude cell, run again after `:clear` (which drops dependencies too).
+    prelude: Option<String>,
+    events: UnboundedSender<EngineEvent>,
 }
 
 impl Session {
-    fn start(mut context: evcxr::CommandContext, prelude: Option<PreludeConfig>, note: &dyn Fn(String)) -> Session {
+    fn start(
+        mut context: evcxr::CommandContext,
+        prelude: Option<PreludeConfig>,
+        events: UnboundedSender<EngineEvent>,
+        note: &dyn Fn(String),
+    ) -> Session {
         if let Err(e) = context.execute(WORKER_SETUP) {
             eprintln!("torchbook: worker setup failed: {e}");
         }
         let mut setup = WORKER_SETUP.to_owned();
+        let mut loaded = None;
         if let Some(config) = prelude {
-            match context.execute(&prelude_cell(&config.runtime)) {
+            let cell = prelude_cell(&config.runtime);
+            match context.execute(&cell) {
                 Ok(_) => {
                     setup.push('\n');
                     setup.push_str(crate::prelude::PRELUDE_WORKER_SETUP);
+                    loaded = Some(cell);
                 }
                 Err(e) => {
                     note(format!(
@@ -374,7 +444,47 @@ impl Session {
                 }
             }
         }
-        Session { context, setup }
+        Session {
+            context,
+            setup,
+            prelude: loaded,
+            events,
+        }
+    }
+
+    /// `:clear`: evcxr drops all state and starts a fresh worker; the worker setup and the
+    /// prelude are loaded again, so the session is as a new kernel's.
+    fn clear(&mut self) -> CellOutcome {
+        if let Err(error) = self.context.execute(":clear") {
+            return CellOutcome::Failed(cell_error::from_evcxr(&error, ":clear"));
+        }
+        if let Err(e) = self.context.execute(WORKER_SETUP) {
+            eprintln!("torchbook: worker setup failed after :clear: {e}");
+        }
+        if let Some(prelude) = &self.prelude {
+            if let Err(error) = self.context.execute(prelude) {
+                return CellOutcome::Failed(cell_error::from_evcxr(&error, prelude));
+            }
+        }
+        CellOutcome::Value(HashMap::new())
+    }
+
+    fn inspect(&mut self, code: &str, byte_pos: usize) -> Inspection {
+        let name_start = code[..byte_pos]
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let name = &code[name_start..byte_pos];
+        let variable_type = self
+            .context
+            .variables_and_types()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, ty)| ty.to_owned());
+        // rust-analyzer panics on some inputs; a failed hover is just no information.
+        let hover = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.context.hover_at(code, byte_pos)))
+            .ok()
+            .and_then(Result::ok)
+            .filter(|(plain, _)| !plain.trim().is_empty());
+        Inspection { hover, variable_type }
     }
 
     fn execute_cell(&mut self, code: &str) -> CellOutcome {
@@ -383,7 +493,14 @@ impl Session {
             .variables_and_types()
             .map(|(name, _)| name.to_owned())
             .collect();
-        match self.context.execute(code) {
+        if code.trim() == ":clear" {
+            return self.clear();
+        }
+        let events = self.events.clone();
+        let mut callbacks = evcxr::EvalCallbacks {
+            input_reader: &|request| read_input(&events, &request.prompt, request.is_password),
+        };
+        match self.context.execute_with_callbacks(code, &mut callbacks) {
             Ok(outputs) => CellOutcome::Value(outputs.content_by_mime_type),
             Err(evcxr::Error::SubprocessTerminated(message)) => {
                 // evcxr has already started a fresh worker; it needs our hooks again.
@@ -395,6 +512,32 @@ impl Session {
             Err(error) => CellOutcome::Failed(cell_error::from_evcxr(&error, code)),
         }
     }
+}
+
+/// Asks the execute handler for a line of input and waits for it (evcxr's input callback, on
+/// the engine thread). `torchbook::input` sends its prompt hex-encoded, because evcxr cuts
+/// prompts at the first `:`.
+fn read_input(events: &UnboundedSender<EngineEvent>, prompt: &str, password: bool) -> String {
+    let prompt = decode_prompt(prompt);
+    let (answer, reply) = std::sync::mpsc::channel();
+    let asked = events.send(EngineEvent::InputRequest { prompt, password, answer }).is_ok();
+    match reply.recv() {
+        Ok(Some(value)) if asked => value.replace(['\r', '\n'], " "),
+        _ => crate::worker_output::INPUT_EOF.to_owned(),
+    }
+}
+
+fn decode_prompt(prompt: &str) -> String {
+    let Some(hex) = prompt.strip_prefix("tbhex") else {
+        return prompt.to_owned();
+    };
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect();
+    bytes
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|| prompt.to_owned())
 }
 
 /// Moves worker output into the event stream until the engine goes away.

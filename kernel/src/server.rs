@@ -42,9 +42,14 @@ pub async fn serve(info: ConnectionInfo) -> Result<(), transport::BindError> {
 
     let (mut shell_in, shell_out) =
         transport::router(sockets.shell, signer.clone(), &session, "shell");
+    let (stdin_in, stdin_out) = transport::router(sockets.stdin, signer.clone(), &session, "stdin");
     let mut shell = ShellHandler {
         state: state.clone(),
         replier: shell_out,
+        stdin: crate::handlers::Stdin {
+            incoming: stdin_in,
+            replier: stdin_out,
+        },
         engine,
         execution_count: 0,
         history: crate::history::History::open(),
@@ -62,8 +67,6 @@ pub async fn serve(info: ConnectionInfo) -> Result<(), transport::BindError> {
             shell.handle(request, abort, &mut shell_in).await;
         }
     });
-    // The stdin channel is bound so clients can connect; input_request comes with stdin support.
-    let _stdin = sockets.stdin;
 
     let mut interrupts = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");

@@ -17,8 +17,10 @@
 use crate::side_channel::RECORD_PREFIX;
 use serde_json::{json, Map, Value};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long text without a newline may wait before it is sent on its own.
@@ -33,6 +35,18 @@ const BEGIN_CONTENT: &str = "EVCXR_BEGIN_CONTENT ";
 const END_CONTENT: &str = "EVCXR_END_CONTENT";
 const FLUSHER_READY: &str = "\u{1e}torchbook {\"type\":\"flusher_ready\"}";
 const FLUSHED: &str = "\u{1e}torchbook {\"type\":\"flushed\"}";
+/// What evcxr's input requests start with (its `evcxr_input` crate, and `torchbook::input`).
+const INPUT_REQUEST: &str = "EVCXR_INPUT_REQUEST";
+/// The answer the kernel gives when there is no input to give (allow_stdin false, interrupt):
+/// the relay turns it into end-of-file for the reading cell.
+pub const INPUT_EOF: &str = "\u{1e}torchbook-input-eof";
+/// How often the stdin relay looks for a cell blocked reading stdin.
+const READ_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// A cell is running: between evcxr's `LOAD_AND_RUN` and its end-of-cell line.
+static CELL_RUNNING: AtomicBool = AtomicBool::new(false);
+/// An input request has gone to the kernel and its answer has not come back.
+static INPUT_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Puts relays on fds 1 and 2. Call in the worker before any other thread starts (it sets
 /// `TORCHBOOK_FLUSH_FD`). On failure the worker runs without them, as plain evcxr would.
@@ -40,7 +54,15 @@ pub fn install() -> std::io::Result<()> {
     let (request_read, request_write) = pipe()?;
     let stdout = Relay::attach(1, "stdout", Some(request_write))?;
     let stderr = Relay::attach(2, "stderr", None)?;
+    let stdin = StdinRelay::attach(stdout.out.clone())?;
     std::env::set_var("TORCHBOOK_FLUSH_FD", request_read.to_string());
+    let watcher = stdin.clone();
+    std::thread::Builder::new()
+        .name("torchbook-stdin".into())
+        .spawn(move || stdin.forward_commands())?;
+    std::thread::Builder::new()
+        .name("torchbook-stdin-watch".into())
+        .spawn(move || watcher.watch_reads())?;
     std::thread::Builder::new()
         .name("torchbook-stdout".into())
         .spawn(move || stdout.run())?;
@@ -62,7 +84,7 @@ fn pipe() -> std::io::Result<(RawFd, RawFd)> {
 struct Relay {
     fd: RawFd,
     input: File,
-    out: File,
+    out: Arc<Mutex<File>>,
     stream: &'static str,
     pending: Vec<u8>,
     /// An evcxr content block being read: its MIME type and lines so far.
@@ -90,7 +112,7 @@ impl Relay {
             Ok(Relay {
                 fd: read,
                 input: File::from_raw_fd(read),
-                out: File::from_raw_fd(original),
+                out: Arc::new(Mutex::new(File::from_raw_fd(original))),
                 stream,
                 pending: Vec::new(),
                 block: None,
@@ -156,6 +178,7 @@ impl Relay {
 
     fn line(&mut self, line: &[u8]) {
         if line == EXECUTION_COMPLETE && self.flush_request.is_some() {
+            CELL_RUNNING.store(false, Ordering::SeqCst);
             self.emit_group();
             self.finish_cell();
             self.write_line(line);
@@ -190,6 +213,9 @@ impl Relay {
             let mime = mime.split(' ').next().unwrap_or_default().to_owned();
             self.block = Some((mime, Vec::new()));
             return;
+        }
+        if text.starts_with(INPUT_REQUEST) {
+            INPUT_PENDING.store(true, Ordering::SeqCst);
         }
         if text == FLUSHER_READY {
             self.flusher_ready = true;
@@ -294,8 +320,135 @@ impl Relay {
     }
 
     fn write_line(&mut self, line: &[u8]) {
-        let _ = self.out.write_all(line).and_then(|_| self.out.write_all(b"\n"));
+        write_line(&self.out, line);
     }
+}
+
+fn write_line(out: &Mutex<File>, line: &[u8]) {
+    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = out.write_all(line).and_then(|_| out.write_all(b"\n"));
+}
+
+/// Sits between evcxr's command pipe and fd 0. evcxr's runtime reads its commands from fd 0,
+/// and so does a cell that reads `std::io::stdin()`; this relay passes commands and input
+/// answers on, notices a cell blocked reading stdin and asks the kernel for input for it, and
+/// turns the kernel's [`INPUT_EOF`] answer into end-of-file.
+struct StdinRelay {
+    commands: Mutex<Option<File>>,
+    /// The write end of the pipe that is fd 0 now.
+    feed: Mutex<File>,
+    stdout: Arc<Mutex<File>>,
+}
+
+impl StdinRelay {
+    fn attach(stdout: Arc<Mutex<File>>) -> std::io::Result<Arc<StdinRelay>> {
+        // SAFETY: plain descriptor calls; every returned descriptor is checked and owned once.
+        unsafe {
+            let original = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
+            if original < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let feed = Self::new_fd0()?;
+            Ok(Arc::new(StdinRelay {
+                commands: Mutex::new(Some(File::from_raw_fd(original))),
+                feed: Mutex::new(feed),
+                stdout,
+            }))
+        }
+    }
+
+    /// Puts a fresh pipe on fd 0 and returns its write end.
+    fn new_fd0() -> std::io::Result<File> {
+        let (read, write) = pipe()?;
+        // SAFETY: `read` and `write` are ours; dup2 replaces fd 0 atomically.
+        unsafe {
+            if libc::dup2(read, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(read);
+            Ok(File::from_raw_fd(write))
+        }
+    }
+
+    fn forward_commands(self: Arc<Self>) {
+        let Some(commands) = self.commands.lock().ok().and_then(|mut c| c.take()) else {
+            return;
+        };
+        let mut commands = BufReader::new(commands);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match commands.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = line.trim_end_matches('\n');
+            if text == INPUT_EOF {
+                self.end_of_input();
+                continue;
+            }
+            if text.starts_with("LOAD_AND_RUN ") {
+                CELL_RUNNING.store(true, Ordering::SeqCst);
+            } else {
+                INPUT_PENDING.store(false, Ordering::SeqCst);
+            }
+            let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = feed.write_all(line.as_bytes());
+        }
+        // evcxr closed the pipe: pass that on, so the runtime exits as it would have.
+        if let Ok(replacement) = Self::new_fd0() {
+            drop(std::mem::replace(&mut *self.feed.lock().unwrap_or_else(|e| e.into_inner()), replacement));
+        }
+    }
+
+    /// Ends the current read with end-of-file: a new pipe goes on fd 0 for later reads, and the
+    /// old one loses its only writer, which wakes the blocked reader with 0 bytes.
+    fn end_of_input(&self) {
+        INPUT_PENDING.store(false, Ordering::SeqCst);
+        match Self::new_fd0() {
+            Ok(replacement) => {
+                let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+                drop(std::mem::replace(&mut *feed, replacement));
+            }
+            Err(e) => eprintln!("torchbook: could not end a stdin read: {e}"),
+        }
+    }
+
+    /// Asks for input on behalf of a cell that reads stdin directly. A read must be seen twice
+    /// in a row, so that evcxr's runtime waiting for its next command, just as a cell ends,
+    /// is not mistaken for one.
+    fn watch_reads(self: Arc<Self>) {
+        let mut seen_before = false;
+        loop {
+            std::thread::sleep(READ_CHECK_EVERY);
+            let waiting = CELL_RUNNING.load(Ordering::SeqCst)
+                && !INPUT_PENDING.load(Ordering::SeqCst)
+                && some_thread_reads_fd0();
+            if waiting && seen_before && CELL_RUNNING.load(Ordering::SeqCst) {
+                INPUT_PENDING.store(true, Ordering::SeqCst);
+                write_line(&self.stdout, format!("{INPUT_REQUEST}:").as_bytes());
+                seen_before = false;
+            } else {
+                seen_before = waiting;
+            }
+        }
+    }
+}
+
+/// Whether a thread of this process is blocked in `read(0, …)`, from /proc (Linux only).
+fn some_thread_reads_fd0() -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let Ok(syscall) = std::fs::read_to_string(task.path().join("syscall")) else {
+            return false;
+        };
+        let mut fields = syscall.split_whitespace();
+        let number = fields.next().and_then(|n| n.parse::<i64>().ok());
+        let fd = fields.next();
+        number == Some(libc::SYS_read) && fd == Some("0x0")
+    })
 }
 
 enum Readiness {

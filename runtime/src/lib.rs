@@ -21,6 +21,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod history;
+pub mod input;
 pub mod interrupt;
 pub mod layers;
 pub mod loss;
@@ -39,6 +40,7 @@ pub mod display {
 pub use torchbook_display::plot;
 
 pub use error::{Error, Result};
+pub use input::{input, input_password};
 pub use interrupt::{check_interrupt, Interrupted};
 
 /// Everything a notebook needs in scope.
@@ -48,6 +50,7 @@ pub mod prelude {
     pub use crate::device::BestDevice;
     pub use crate::error::{Error as TorchbookError, Result as TorchbookResult};
     pub use crate::history::{EpochLog, History};
+    pub use crate::input::{input, input_password};
     pub use crate::interrupt::check_interrupt;
     pub use crate::layers::*;
     pub use crate::loss::Loss;

@@ -35,7 +35,7 @@ class TorchbookKernelTests(jkt.KernelTests):
     code_history_pattern = "6 *"
     supported_history_operations = ("tail", "range", "search")
 
-    # Issue 5: inspect and pager payloads.
+    # Inspection from rust-analyzer; `:help` answers with a pager payload.
     code_inspect_sample = "Vec::new"
     code_page_something = ":help"
 
@@ -48,8 +48,6 @@ class TorchbookKernelTests(jkt.KernelTests):
     ]
     code_clear_output = "torchbook::display::clear_output(false);"
 
-    test_inspect = unittest.expectedFailure(jkt.KernelTests.test_inspect)
-    test_pager = unittest.expectedFailure(jkt.KernelTests.test_pager)
 
 
 class TorchbookIopubWelcome(jkt.IopubWelcomeTests):

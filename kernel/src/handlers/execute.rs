@@ -6,9 +6,9 @@ use crate::cell_error::CellError;
 use crate::engine::{CellOutcome, EngineEvent};
 use crate::protocol::messages::{
     ClearOutput, DisplayData, ErrorInfo, ExecuteInput, ExecuteReply, ExecuteRequest,
-    ExecuteResult, MimeBundle, ReplyStatus, Stream, StreamName,
+    ExecuteResult, InputReply, InputRequest, MimeBundle, ReplyStatus, Stream, StreamName,
 };
-use crate::protocol::{Content, Header, WireMessage};
+use crate::protocol::{Content, WireMessage};
 use crate::side_channel::{Record, StreamKind};
 use crate::stream_batcher::StreamBatcher;
 use serde_json::{Map, Value};
@@ -29,8 +29,20 @@ pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: Execu
         shell.state.iopub.publish(Content::ExecuteInput(input), Some(parent));
     }
 
+    if execute.code.trim() == ":help" {
+        let page = super::help::page(&shell.engine).await;
+        if counts {
+            shell.history.record(count as i64, &execute.code, None);
+        }
+        let Content::ExecuteReply(mut reply) = reply(count, None, Default::default()) else {
+            unreachable!("reply builds an execute_reply")
+        };
+        reply.payload.push(page);
+        return Content::ExecuteReply(reply);
+    }
+
     shell.engine.execute(&execute.code);
-    let (outcome, rendered) = stream_until_finished(shell, parent).await;
+    let (outcome, rendered) = stream_until_finished(shell, request, execute.allow_stdin).await;
 
     let mut shown = None;
     let error = match outcome {
@@ -133,8 +145,10 @@ type Rendered = (MimeBundle, Map<String, Value>);
 /// an otherwise successful outcome into a `Panic` error (evcxr itself catches the unwind).
 async fn stream_until_finished(
     shell: &mut ShellHandler,
-    parent: &Header,
+    request: &WireMessage,
+    allow_stdin: bool,
 ) -> (CellOutcome, Option<Rendered>) {
+    let parent = &request.message.header;
     let mut batcher = StreamBatcher::default();
     let mut panic: Option<CellError> = None;
     let mut rendered = None;
@@ -165,6 +179,13 @@ async fn stream_until_finished(
                 continue;
             }
             Some(EngineEvent::Record(record)) => record,
+            Some(EngineEvent::InputRequest { prompt, password, answer }) => {
+                // The prompt belongs after what the cell printed before asking.
+                send(batcher.take());
+                let value = read_input(shell, request, allow_stdin, prompt, password).await;
+                let _ = answer.send(value);
+                continue;
+            }
             Some(EngineEvent::Finished(outcome)) => break outcome,
             None => {
                 break CellOutcome::Failed(CellError::engine_unavailable(
@@ -201,6 +222,41 @@ async fn stream_until_finished(
     match (outcome, panic) {
         (CellOutcome::Value(_), Some(panic)) => (CellOutcome::Failed(panic), None),
         (outcome, _) => (outcome, rendered),
+    }
+}
+
+/// Asks the frontend for a line of input on the stdin channel and waits for the reply. `None`
+/// (end-of-file for the cell) when the frontend does not take input, or when the user
+/// interrupts the wait (Zeppelin, for one, never answers).
+async fn read_input(
+    shell: &mut ShellHandler,
+    request: &WireMessage,
+    allow_stdin: bool,
+    prompt: String,
+    password: bool,
+) -> Option<String> {
+    if !allow_stdin {
+        let note = "torchbook: the cell asked for input, but this frontend does not accept input \
+                    (allow_stdin is false): the cell reads end-of-file\n";
+        let stream = Stream { name: StreamName::Stderr, text: note.to_owned() };
+        shell.state.iopub.publish(Content::Stream(stream), Some(&request.message.header));
+        return None;
+    }
+    let mut interrupts = shell.state.worker.interrupt_events();
+    interrupts.borrow_and_update();
+    let ask = Content::InputRequest(InputRequest { prompt, password });
+    shell.stdin.replier.reply(request, ask).await;
+    loop {
+        tokio::select! {
+            message = shell.stdin.incoming.next() => match message {
+                Some(reply) => match reply.message.content {
+                    Content::InputReply(InputReply { value }) => return Some(value),
+                    other => eprintln!("torchbook: ignoring {} on stdin", other.msg_type()),
+                },
+                None => return None,
+            },
+            _ = interrupts.changed() => return None,
+        }
     }
 }
 

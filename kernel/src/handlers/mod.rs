@@ -4,6 +4,8 @@
 
 mod complete;
 mod execute;
+mod help;
+mod inspect;
 mod kernel_info;
 
 use crate::engine::{Engine, WorkerHandle};
@@ -27,10 +29,17 @@ pub struct KernelState {
     pub shutdown: watch::Sender<Option<bool>>,
 }
 
+/// The stdin channel: `input_request` out, `input_reply` back, only while a cell runs.
+pub struct Stdin {
+    pub incoming: Incoming,
+    pub replier: Replier,
+}
+
 /// The shell channel's handler: owns the engine, so shell requests run one at a time.
 pub struct ShellHandler {
     pub state: KernelState,
     pub replier: Replier,
+    pub stdin: Stdin,
     pub engine: Engine,
     pub execution_count: u64,
     pub history: crate::history::History,
@@ -86,6 +95,10 @@ impl ShellHandler {
             }
             Content::CompleteRequest(complete) => {
                 let reply = complete::complete(&self.engine, complete).await;
+                self.replier.reply(&request, reply).await;
+            }
+            Content::InspectRequest(inspect) => {
+                let reply = inspect::inspect(&self.engine, inspect).await;
                 self.replier.reply(&request, reply).await;
             }
             Content::IsCompleteRequest(is_complete) => {

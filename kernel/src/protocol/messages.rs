@@ -158,6 +158,36 @@ pub struct DisplayData {
     pub transient: Map<String, Value>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InspectRequest {
+    pub code: String,
+    pub cursor_pos: usize,
+    #[serde(default)]
+    pub detail_level: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InspectReply {
+    pub status: ReplyStatus,
+    pub found: bool,
+    pub data: MimeBundle,
+    pub metadata: Map<String, Value>,
+}
+
+/// `input_request` (stdin channel): the cell waits for one line from the user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputRequest {
+    pub prompt: String,
+    #[serde(default)]
+    pub password: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputReply {
+    #[serde(default)]
+    pub value: String,
+}
+
 /// `clear_output`: with `wait`, the frontend clears only when the next output arrives, which
 /// avoids flicker in live displays.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -352,6 +382,10 @@ contents! {
     CommInfoReply(CommInfoReply) => "comm_info_reply",
     HistoryRequest(HistoryRequest) => "history_request",
     HistoryReply(HistoryReply) => "history_reply",
+    InspectRequest(InspectRequest) => "inspect_request",
+    InspectReply(InspectReply) => "inspect_reply",
+    InputRequest(InputRequest) => "input_request",
+    InputReply(InputReply) => "input_reply",
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use torchbook_kernel::protocol::{Content, Message, Signer, WireMessage};
-use zeromq::{DealerSocket, ReqSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
+use zeromq::util::PeerIdentity;
+use zeromq::{DealerSocket, ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
 /// Long enough for a first cell on a busy 2-core machine (evcxr warms up a worker and rustc).
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -19,6 +20,9 @@ pub struct TestKernel {
     pub process: Child,
     pub key: String,
     pub shell: DealerSocket,
+    /// Shares the shell socket's identity, as Jupyter clients do, so the kernel can route
+    /// `input_request` to it.
+    pub stdin: DealerSocket,
     pub control: DealerSocket,
     pub iopub: SubSocket,
     pub heartbeat: ReqSocket,
@@ -95,21 +99,37 @@ impl TestKernel {
         Self::start_with_env(&[]).await
     }
 
+    /// Starts a kernel (without the prelude) as the leader of its own process group, as
+    /// jupyter_client starts kernels, so a test can signal the whole group.
+    pub async fn start_in_own_process_group() -> TestKernel {
+        Self::launch(&[("TORCHBOOK_PRELUDE", "0")], true).await
+    }
+
     /// Starts a kernel with extra environment variables and connects all channels; returns once
     /// iopub is subscribed.
     pub async fn start_with_env(env: &[(&str, &str)]) -> TestKernel {
+        Self::launch(env, false).await
+    }
+
+    async fn launch(env: &[(&str, &str)], own_group: bool) -> TestKernel {
         let dir = temp_dir();
         let key = uuid::Uuid::new_v4().to_string();
         let (path, ports) = connection_file(&dir, &key);
-        let process = Command::new(binary())
-            .args(["kernel", "--connection-file"])
-            .arg(&path)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start torchbook");
+        let mut command = Command::new(binary());
+        command.args(["kernel", "--connection-file"]).arg(&path).envs(env.iter().copied()).stdin(Stdio::null());
+        if own_group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        let process = command.spawn().expect("start torchbook");
         let endpoint = |port: u16| format!("tcp://127.0.0.1:{port}");
-        let mut shell = DealerSocket::new();
+        let identity = uuid::Uuid::new_v4().simple().to_string();
+        let with_identity = || {
+            let mut options = SocketOptions::default();
+            options.peer_identity(PeerIdentity::try_from(identity.as_bytes().to_vec()).unwrap());
+            DealerSocket::with_options(options)
+        };
+        let mut shell = with_identity();
+        let mut stdin = with_identity();
         let mut control = DealerSocket::new();
         let mut iopub = SubSocket::new();
         let mut heartbeat = ReqSocket::new();
@@ -121,6 +141,7 @@ impl TestKernel {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         control.connect(&endpoint(ports.control)).await.unwrap();
+        stdin.connect(&endpoint(ports.stdin)).await.unwrap();
         iopub.connect(&endpoint(ports.iopub)).await.unwrap();
         iopub.subscribe("").await.unwrap();
         heartbeat.connect(&endpoint(ports.hb)).await.unwrap();
@@ -129,6 +150,7 @@ impl TestKernel {
             signer: Signer::new(&key),
             key,
             shell,
+            stdin,
             control,
             iopub,
             heartbeat,
@@ -182,6 +204,18 @@ impl TestKernel {
     pub async fn shell_reply(&mut self) -> Message {
         let frames = timed("a shell reply", self.shell.recv()).await.unwrap();
         self.decode(frames)
+    }
+
+    /// The next message the kernel sends on stdin (an `input_request`).
+    pub async fn stdin_request(&mut self) -> Message {
+        let frames = timed("an input_request", self.stdin.recv()).await.unwrap();
+        self.decode(frames)
+    }
+
+    pub async fn send_stdin(&mut self, msg_type: &str, content: Value) {
+        let message = self.message(msg_type, content);
+        let frames = self.frames(message);
+        self.stdin.send(ZmqMessage::try_from(frames).unwrap()).await.unwrap();
     }
 
     pub async fn control_reply(&mut self) -> Message {
