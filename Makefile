@@ -17,12 +17,15 @@ LIBTORCH_HOME := $(CACHE)/libtorch-$(TORCH_VERSION)-cpu
 export LIBTORCH := $(LIBTORCH_HOME)/torch
 export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 export TORCHBOOK_CACHE := $(CACHE)
+# Data sets for the example notebooks (scripts/fetch_data.py), keyed by the script that fetches them.
+DATA := $(CACHE)/data-$(shell sha256sum scripts/fetch_data.py | cut -c1-12)
+export TORCHBOOK_DATA := $(DATA)
 # One profile for tests, demo and benchmarks: the dependencies (evcxr, rust-analyzer) are built once.
 PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv kernelspec demo gpu test test-rust test-python bench bench-latency bench-fit clean-cache
+.PHONY: all build libtorch venv data kernelspec demo gpu test test-rust test-python bench bench-latency bench-fit clean-cache
 
 all: build
 
@@ -51,24 +54,34 @@ $(VENV)/.complete:
 venv: $(VENV)/.complete
 	ln -sfn $(VENV) .venv
 
+$(DATA)/.complete:
+	$(PYTHON) scripts/fetch_data.py $(DATA)
+	touch $@
+
+data: $(DATA)/.complete
+
 # Installing also builds the prelude cache (minutes the first time, then instant).
 kernelspec: build venv
 	VIRTUAL_ENV=$(VENV) $(BIN) install --sys-prefix --libtorch $(LIBTORCH)
 
-demo: kernelspec
-	mkdir -p build/examples
+demo: kernelspec data
+	mkdir -p build/examples build/metrics
 	for nb in examples/*.ipynb; do \
-	  $(VENV)/bin/jupyter nbconvert --to html --execute --ExecutePreprocessor.kernel_name=torchbook \
-	    --ExecutePreprocessor.timeout=600 --output-dir build/examples "$$nb" || exit 1; \
+	  start=$$(date +%s); \
+	  TORCHBOOK_METRICS_DIR=$(CURDIR)/build/metrics $(VENV)/bin/jupyter nbconvert --to html --execute \
+	    --ExecutePreprocessor.kernel_name=torchbook --ExecutePreprocessor.timeout=900 \
+	    --output-dir build/examples "$$nb" || exit 1; \
+	  echo "$$nb: $$(( $$(date +%s) - start )) s"; \
 	done
 	@echo "Rendered notebooks: $$(ls build/examples/*.html)"
+	@echo "Metrics: $$(cat build/metrics/*.json)"
 
 test: test-rust test-python
 
-test-rust: kernelspec
+test-rust: kernelspec data
 	cargo test --$(PROFILE) --locked --workspace
 
-test-python: kernelspec
+test-python: kernelspec data
 	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl \
 	  $(VENV)/bin/python -m pytest -q tests/python
 

@@ -18,6 +18,8 @@
 pub mod callbacks;
 pub mod checkpoint;
 pub mod data;
+pub mod datasets;
+pub mod detection;
 pub mod device;
 pub mod error;
 pub mod history;
@@ -29,8 +31,11 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod progress;
+pub mod report;
 pub mod render;
 mod rng;
+pub mod tokenizer;
+pub mod tune;
 
 /// Rich output: everything of `torchbook-display`, plus the tensor helpers.
 pub mod display {
@@ -62,5 +67,9 @@ pub mod prelude {
         Image, Jpeg, Json, Latex, Markdown, MimeBundle, Png, Render, Svg, TensorRender,
     };
     pub use crate::plot;
+    pub use crate::datasets;
+    pub use crate::detection::{self, Detection, GridSpec};
+    pub use crate::tokenizer::Tokenizer;
+    pub use crate::tune;
     pub use tch::{self, nn, no_grad, manual_seed, Device, Kind, Tensor};
 }

@@ -2,7 +2,27 @@
 //! was expected.
 
 use crate::error::{Error, Result};
+use std::rc::Rc;
 use tch::{Kind, Reduction, Tensor};
+
+/// A loss written as a function: `(predictions, targets) → scalar`.
+#[derive(Clone)]
+pub struct CustomLoss {
+    pub name: &'static str,
+    function: Rc<dyn Fn(&Tensor, &Tensor) -> Result<Tensor>>,
+}
+
+impl std::fmt::Debug for CustomLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustomLoss({})", self.name)
+    }
+}
+
+impl PartialEq for CustomLoss {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.function, &other.function)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loss {
@@ -13,6 +33,8 @@ pub enum Loss {
     Mse,
     Mae,
     Huber { delta: f64 },
+    /// Any function of predictions and targets (e.g. a detector's loss).
+    Custom(CustomLoss),
 }
 
 impl Loss {
@@ -32,6 +54,11 @@ impl Loss {
         Loss::Huber { delta }
     }
 
+    /// A loss from a function returning the batch's mean loss as a scalar tensor.
+    pub fn custom(name: &'static str, function: Rc<dyn Fn(&Tensor, &Tensor) -> Result<Tensor>>) -> Self {
+        Loss::Custom(CustomLoss { name, function })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Loss::CrossEntropy { .. } => "cross_entropy",
@@ -39,6 +66,7 @@ impl Loss {
             Loss::Mse => "mse",
             Loss::Mae => "mae",
             Loss::Huber { .. } => "huber",
+            Loss::Custom(custom) => custom.name,
         }
     }
 
@@ -46,6 +74,7 @@ impl Loss {
     pub fn compute(&self, preds: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let (p, t) = (preds.size(), targets.size());
         match self {
+            Loss::Custom(custom) => (custom.function)(preds, targets),
             Loss::CrossEntropy { label_smoothing } => {
                 let class_ids = t.len() == 1 && p.len() == 2 && p[0] == t[0];
                 let probabilities = t == p && p.len() == 2;
@@ -71,7 +100,7 @@ impl Loss {
                     Loss::Mse => preds.f_mse_loss(&targets, Reduction::Mean)?,
                     Loss::Mae => preds.f_l1_loss(&targets, Reduction::Mean)?,
                     Loss::Huber { delta } => preds.f_huber_loss(&targets, Reduction::Mean, *delta)?,
-                    Loss::CrossEntropy { .. } => unreachable!("handled above"),
+                    Loss::CrossEntropy { .. } | Loss::Custom(_) => unreachable!("handled above"),
                 })
             }
         }
