@@ -25,12 +25,19 @@ pub enum ImageError {
 }
 
 /// Row-major 8-bit pixels, channels interleaved.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Image {
     width: u32,
     height: u32,
     channels: u8,
     pixels: Vec<u8>,
+}
+
+/// The size, not the pixels (a cell's `Debug` fallback would print thousands of numbers).
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Image({}×{}×{})", self.width, self.height, self.channels)
+    }
 }
 
 impl Image {

@@ -58,11 +58,17 @@ impl Render for Json {
 
 /// An encoded PNG image. Build one from pixels with [`crate::Image::to_png`], or from a
 /// file's bytes with [`Png::from_bytes`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Png {
     bytes: Vec<u8>,
     width: u32,
     height: u32,
+}
+
+impl std::fmt::Debug for Png {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Png({}×{}, {} bytes)", self.width, self.height, self.bytes.len())
+    }
 }
 
 impl Png {

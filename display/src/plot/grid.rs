@@ -47,7 +47,7 @@ impl BoundingBox {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ImageGrid {
     images: Vec<Image>,
     captions: Vec<String>,
@@ -67,6 +67,12 @@ pub fn image_grid(images: Vec<Image>) -> ImageGrid {
         columns,
         cell: 96,
         title: String::new(),
+    }
+}
+
+impl std::fmt::Debug for ImageGrid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ImageGrid({} images, {} columns)", self.images.len(), self.columns)
     }
 }
 

@@ -56,11 +56,17 @@ pub(crate) fn drawing<E: std::error::Error + Send + Sync>(
 }
 
 /// A drawn chart: SVG and PNG of the same picture.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Figure {
     pub svg: String,
     pub png: Png,
     description: String,
+}
+
+impl std::fmt::Debug for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Figure({}, {:?})", self.description, self.png)
+    }
 }
 
 impl Figure {
