@@ -182,7 +182,7 @@ fn grid_search_tries_every_combination_and_ranks_them() {
     let search = tune::grid(space);
     assert_eq!(search.candidates().unwrap().len(), 6);
     let results = search
-        .run(|p| Ok(history(&[0.5, p.get("width") / 100.0 + p.get("lr")])))
+        .run(|p| Ok(history(&[0.0, p.get("width") / 100.0 + p.get("lr")])))
         .unwrap();
     assert_eq!(results.trials.len(), 6);
     let best = results.best().unwrap();
