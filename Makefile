@@ -61,10 +61,10 @@ $(DATA)/.complete:
 data: $(DATA)/.complete
 
 # Installing also builds the prelude cache (minutes the first time, then instant).
-kernelspec: build venv
+kernelspec: build venv data
 	VIRTUAL_ENV=$(VENV) $(BIN) install --sys-prefix --libtorch $(LIBTORCH)
 
-demo: kernelspec data
+demo: kernelspec
 	mkdir -p build/examples build/metrics
 	for nb in examples/*.ipynb; do \
 	  start=$$(date +%s); \
@@ -78,10 +78,10 @@ demo: kernelspec data
 
 test: test-rust test-python
 
-test-rust: kernelspec data
+test-rust: kernelspec
 	cargo test --$(PROFILE) --locked --workspace
 
-test-python: kernelspec data
+test-python: kernelspec
 	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl \
 	  $(VENV)/bin/python -m pytest -q tests/python
 

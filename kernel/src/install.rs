@@ -84,6 +84,10 @@ pub fn kernel_json(options: &InstallOptions, binary: &Path) -> serde_json::Value
         let runtime = runtime.canonicalize().unwrap_or(runtime);
         env.insert("TORCHBOOK_RUNTIME".into(), json!(runtime.display().to_string()));
     }
+    // Where `make data` put the example data sets, so notebooks opened in JupyterLab find them.
+    if let Some(data) = std::env::var_os("TORCHBOOK_DATA") {
+        env.insert("TORCHBOOK_DATA".into(), json!(PathBuf::from(data).display().to_string()));
+    }
     json!({
         "argv": [binary.display().to_string(), "kernel", "--connection-file", "{connection_file}"],
         "display_name": options.display_name,

@@ -59,6 +59,16 @@ pub enum StreamKind {
     Stderr,
 }
 
+/// evcxr carries every MIME type as text; JSON types (`application/json`, `*+json`) must travel
+/// as JSON. Text that does not parse stays text.
+pub fn mime_value(mime: &str, text: String) -> Value {
+    let is_json = mime == "application/json" || mime.ends_with("+json");
+    match is_json.then(|| serde_json::from_str(&text)) {
+        Some(Ok(json)) => json,
+        _ => Value::String(text),
+    }
+}
+
 /// Reads a record from a stdout line; `None` for ordinary output. A line that carries the marker
 /// but not a valid record is shown as ordinary text rather than silently lost.
 pub fn parse(line: &str) -> Option<Record> {

@@ -14,8 +14,8 @@
 //! `flusher_ready` record, flushes stdout every [`PARTIAL_AFTER`], and answers every byte
 //! written to the pipe named by `TORCHBOOK_FLUSH_FD` with a `flushed` record.
 
-use crate::side_channel::RECORD_PREFIX;
-use serde_json::{json, Map, Value};
+use crate::side_channel::{mime_value, RECORD_PREFIX};
+use serde_json::{json, Map};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
@@ -284,11 +284,7 @@ impl Relay {
         }
         let mut data = Map::new();
         for (mime, content) in group {
-            let is_json = mime == "application/json" || mime.ends_with("+json");
-            let value = match is_json.then(|| serde_json::from_str(&content)) {
-                Some(Ok(json)) => json,
-                _ => Value::String(content),
-            };
+            let value = mime_value(&mime, content);
             data.insert(mime, value);
         }
         let record = json!({"type": "display", "data": data, "metadata": {}});

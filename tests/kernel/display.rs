@@ -145,22 +145,12 @@ kernel_test!(text_without_newline_arrives_while_the_cell_runs, async {
 std::thread::sleep(std::time::Duration::from_millis(800));
 print!("\r100%");"#;
     let id = k.send_shell("execute_request", serde_json::json!({"code": code})).await;
-    let mut first = None;
-    let mut messages = Vec::new();
-    loop {
-        let m = k.next_iopub().await;
-        if m.parent_header.as_ref().map(|p| p.msg_id.as_str()) != Some(id.as_str()) {
-            continue;
-        }
-        if m.header.msg_type == "stream" && first.is_none() {
-            first = Some((std::time::Instant::now(), content(&m)["text"].clone()));
-        }
-        let idle = m.header.msg_type == "status" && content(&m)["execution_state"] == "idle";
-        messages.push(m);
-        if idle {
-            break;
-        }
-    }
+    let timed = k.iopub_until_idle_timed(&id).await;
+    let first = timed
+        .iter()
+        .find(|(m, _)| m.header.msg_type == "stream")
+        .map(|(m, at)| (*at, content(m)["text"].clone()));
+    let messages: Vec<Message> = timed.into_iter().map(|(m, _)| m).collect();
     let (at, text) = first.expect("stream output");
     assert_eq!(text, "10%");
     assert!(at.elapsed() > std::time::Duration::from_millis(500), "the partial line came early");

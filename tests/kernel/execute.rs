@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{stream_text, types, TestKernel};
 
@@ -37,22 +37,9 @@ kernel_test!(output_is_streamed_while_the_cell_runs, async {
     let code = r#"println!("before"); eprintln!("on stderr");
 std::thread::sleep(std::time::Duration::from_millis(1500)); println!("after");"#;
     let id = k.send_shell("execute_request", json!({"code": code})).await;
-    let mut first_stream_at = None;
-    let mut messages = Vec::new();
-    loop {
-        let m = k.next_iopub().await;
-        if m.parent_header.as_ref().map(|p| p.msg_id.as_str()) != Some(id.as_str()) {
-            continue;
-        }
-        if m.header.msg_type == "stream" && first_stream_at.is_none() {
-            first_stream_at = Some(Instant::now());
-        }
-        let idle = m.header.msg_type == "status" && m.content.to_value()["execution_state"] == "idle";
-        messages.push(m);
-        if idle {
-            break;
-        }
-    }
+    let timed = k.iopub_until_idle_timed(&id).await;
+    let first_stream_at = timed.iter().find(|(m, _)| m.header.msg_type == "stream").map(|(_, at)| *at);
+    let messages: Vec<_> = timed.into_iter().map(|(m, _)| m).collect();
     let waited = first_stream_at.expect("stream output").elapsed();
     assert!(waited > Duration::from_millis(1000), "first output came {waited:?} before idle");
     assert_eq!(stream_text(&messages, "stdout"), "before\nafter\n");

@@ -4,15 +4,7 @@
 mod support;
 
 use serde_json::json;
-use support::{stream_text, TestKernel};
-
-fn value(messages: &[torchbook_kernel::protocol::Message]) -> String {
-    messages
-        .iter()
-        .find(|m| m.header.msg_type == "execute_result")
-        .map(|m| m.content.to_value()["data"]["text/plain"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
-}
+use support::{result_text, stream_text, TestKernel};
 
 kernel_test!(first_cell_uses_the_prelude_without_dep, async {
     let mut k = TestKernel::start_with_prelude().await;
@@ -20,14 +12,14 @@ kernel_test!(first_cell_uses_the_prelude_without_dep, async {
         .execute("let t = Tensor::ones(&[2, 3], (Kind::Float, Device::Cpu));\nt.sum(Kind::Float).double_value(&[])")
         .await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    assert_eq!(value(&iopub), "6.0");
+    assert_eq!(result_text(&iopub), "6.0");
     let (reply, iopub) = k
         .execute("let model = Model::new(Sequential::new().add(Dense::new(3)), &[4]).unwrap();\nmodel.parameter_count()")
         .await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    assert_eq!(value(&iopub), "15");
+    assert_eq!(result_text(&iopub), "15");
     let (_, iopub) = k.execute("format!(\"{:?}\", Device::best())").await;
-    assert_eq!(value(&iopub), "\"Cpu\"");
+    assert_eq!(result_text(&iopub), "\"Cpu\"");
 });
 
 kernel_test!(two_kernels_load_the_prelude_at_once, async {
@@ -35,14 +27,14 @@ kernel_test!(two_kernels_load_the_prelude_at_once, async {
     let code = "Tensor::arange(4, (Kind::Int64, Device::Cpu)).sum(Kind::Int64).int64_value(&[])";
     let ((ra, ia), (rb, ib)) = tokio::join!(a.execute(code), b.execute(code));
     assert_eq!((ra["status"].as_str(), rb["status"].as_str()), (Some("ok"), Some("ok")));
-    assert_eq!((value(&ia), value(&ib)), ("6".to_owned(), "6".to_owned()));
+    assert_eq!((result_text(&ia), result_text(&ib)), ("6".to_owned(), "6".to_owned()));
 });
 
 kernel_test!(missing_libtorch_is_explained_and_plain_rust_runs, async {
     let mut k = TestKernel::start_with_env(&[("LIBTORCH", "/nonexistent/libtorch")]).await;
     let (reply, iopub) = k.execute("1 + 1").await;
     assert_eq!(reply["status"], "ok");
-    assert_eq!(value(&iopub), "2");
+    assert_eq!(result_text(&iopub), "2");
     let said = stream_text(&iopub, "stderr");
     assert!(said.contains("without the tch prelude") && said.contains("/nonexistent/libtorch"), "{said}");
     let (reply, _) = k.execute("Tensor::ones(&[1], (Kind::Float, Device::Cpu))").await;
@@ -70,7 +62,7 @@ model.compile(Optimizer::adam(1e-3), Loss::cross_entropy(), &[Metric::Accuracy])
     assert!(asked.elapsed() < std::time::Duration::from_secs(2), "stopped within a batch, not after the grace period");
     let (reply, iopub) = k.execute("(history.interrupted, model.epochs_trained() == history.len(), data.len())").await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    assert_eq!(value(&iopub), "(true, true, 20000)", "model, data and History survive");
+    assert_eq!(result_text(&iopub), "(true, true, 20000)", "model, data and History survive");
 });
 
 kernel_test!(cell_ignoring_the_interrupt_is_killed_after_the_grace_period, async {

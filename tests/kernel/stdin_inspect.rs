@@ -5,15 +5,7 @@ mod support;
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{stream_text, TestKernel};
-
-fn value(messages: &[torchbook_kernel::protocol::Message]) -> String {
-    messages
-        .iter()
-        .find(|m| m.header.msg_type == "execute_result")
-        .map(|m| m.content.to_value()["data"]["text/plain"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
-}
+use support::{result_text, stream_text, TestKernel};
 
 kernel_test!(reading_stdin_directly_asks_the_frontend, async {
     let mut k = TestKernel::start().await;
@@ -29,7 +21,7 @@ line.trim().to_uppercase()"#;
     let reply = k.shell_reply().await;
     assert_eq!(reply.content.to_value()["status"], "ok");
     let iopub = k.iopub_until_idle(&id).await;
-    assert_eq!(value(&iopub), "\"HELLO\"");
+    assert_eq!(result_text(&iopub), "\"HELLO\"");
     // stdin keeps working for the next cell, and evcxr's own commands are unaffected.
     let (reply, _) = k.execute("line.len()").await;
     assert_eq!(reply["status"], "ok");
@@ -43,7 +35,7 @@ kernel_test!(without_allow_stdin_the_cell_reads_end_of_file_at_once, async {
     let reply = k.shell_reply().await;
     assert_eq!(reply.content.to_value()["status"], "ok");
     let iopub = k.iopub_until_idle(&id).await;
-    assert_eq!(value(&iopub), "0", "read_line saw end-of-file");
+    assert_eq!(result_text(&iopub), "0", "read_line saw end-of-file");
     assert!(stream_text(&iopub, "stderr").contains("allow_stdin is false"));
     assert!(started.elapsed() < Duration::from_secs(60));
 });
@@ -63,7 +55,7 @@ kernel_test!(interrupt_ends_a_wait_for_input_and_keeps_state, async {
     k.iopub_until_idle(&id).await;
     let (reply, iopub) = k.execute("kept + 1").await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    assert_eq!(value(&iopub), "42", "the worker was not killed");
+    assert_eq!(result_text(&iopub), "42", "the worker was not killed");
 });
 
 kernel_test!(torchbook_input_sends_its_prompt_and_password_flag, async {
@@ -79,11 +71,11 @@ format!("{name}/{}", secret.len())"#;
     assert_eq!(second, json!({"prompt": "Token: ", "password": true}));
     k.send_stdin("input_reply", json!({"value": "xyz"})).await;
     assert_eq!(k.shell_reply().await.content.to_value()["status"], "ok");
-    assert_eq!(value(&k.iopub_until_idle(&id).await), "\"Ada/3\"");
+    assert_eq!(result_text(&k.iopub_until_idle(&id).await), "\"Ada/3\"");
     let code = "torchbook::input(\"again\").map_err(|e| e.to_string())";
     let id = k.send_shell("execute_request", json!({"code": code, "allow_stdin": false})).await;
     assert_eq!(k.shell_reply().await.content.to_value()["status"], "ok");
-    let shown = value(&k.iopub_until_idle(&id).await);
+    let shown = result_text(&k.iopub_until_idle(&id).await);
     assert!(shown.contains("allow_stdin is false"), "{shown}");
 });
 
@@ -143,7 +135,7 @@ kernel_test!(sigint_to_the_process_group_interrupts_the_cell_only, async {
     k.iopub_until_idle(&id).await;
     let (reply, iopub) = k.execute("1 + 1").await;
     assert_eq!(reply["status"], "ok", "the kernel survived the group's SIGINT");
-    assert_eq!(value(&iopub), "2");
+    assert_eq!(result_text(&iopub), "2");
 });
 
 kernel_test!(fifty_queued_cells_behind_an_error_are_aborted, async {

@@ -9,7 +9,7 @@ use crate::protocol::messages::{
     ExecuteResult, InputReply, InputRequest, MimeBundle, ReplyStatus, Stream, StreamName,
 };
 use crate::protocol::{Content, WireMessage};
-use crate::side_channel::{Record, StreamKind};
+use crate::side_channel::{mime_value, Record, StreamKind};
 use crate::stream_batcher::StreamBatcher;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -309,11 +309,7 @@ fn with_text_plain(data: Map<String, Value>) -> MimeBundle {
 fn to_bundle(value: HashMap<String, String>) -> MimeBundle {
     let mut bundle = MimeBundle::new();
     for (mime, text) in value {
-        let is_json = mime == "application/json" || mime.ends_with("+json");
-        let data = match is_json.then(|| serde_json::from_str(&text)) {
-            Some(Ok(json)) => json,
-            _ => Value::String(text),
-        };
+        let data = mime_value(&mime, text);
         bundle.insert(mime, data);
     }
     with_text_plain(bundle.into_iter().collect())

@@ -249,6 +249,24 @@ impl TestKernel {
         }
     }
 
+    /// Like [`TestKernel::iopub_until_idle`], with the moment each message arrived.
+    pub async fn iopub_until_idle_timed(&mut self, msg_id: &str) -> Vec<(Message, std::time::Instant)> {
+        let mut seen = Vec::new();
+        loop {
+            let message = self.next_iopub().await;
+            let arrived = std::time::Instant::now();
+            if message.parent_header.as_ref().is_none_or(|p| p.msg_id != msg_id) {
+                continue;
+            }
+            let idle = message.header.msg_type == "status"
+                && message.content.to_value()["execution_state"] == "idle";
+            seen.push((message, arrived));
+            if idle {
+                return seen;
+            }
+        }
+    }
+
     /// Runs a cell: returns its execute_reply content and its iopub messages.
     pub async fn execute(&mut self, code: &str) -> (Value, Vec<Message>) {
         let id = self
@@ -314,6 +332,15 @@ pub fn stream_text(messages: &[Message], name: &str) -> String {
 }
 
 /// The msg_types of a list of messages, in order.
+/// The `text/plain` of the cell's execute_result ("" when there is none).
+pub fn result_text(messages: &[Message]) -> String {
+    messages
+        .iter()
+        .find(|m| m.header.msg_type == "execute_result")
+        .map(|m| m.content.to_value()["data"]["text/plain"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
+
 pub fn types(messages: &[Message]) -> Vec<String> {
     messages.iter().map(|m| m.header.msg_type.clone()).collect()
 }
