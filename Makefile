@@ -3,6 +3,9 @@
 # keyed by what they were built from, so CI reuses them and a stale cache cannot pass a test.
 
 SHELL := /bin/bash
+# rust-analyzer's crates read `CI` at compile time, so a build with it set and one without would
+# rebuild them in turn; no step here needs it.
+unexport CI
 CACHE ?= $(HOME)/.cache/torchbook
 PYTHON ?= python3
 
@@ -25,7 +28,7 @@ PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv data kernelspec demo gpu test test-rust test-python bench bench-latency bench-fit clean-cache
+.PHONY: all build libtorch venv data evcxr kernelspec demo gpu test test-rust test-python bench bench-latency bench-fit clean-cache
 
 all: build
 
@@ -105,8 +108,19 @@ gpu: venv $(TORCH_VENV)/.complete
 
 bench: bench-latency bench-fit
 
-bench-latency: kernelspec
-	JUPYTER_PATH=$(VENV)/share/jupyter $(VENV)/bin/python benches/latency.py --torchbook-kernel torchbook
+# The baseline: evcxr_jupyter, built once into the cache, its kernelspec (`evcxr`) kept there too.
+EVCXR_VERSION := 0.22.0
+EVCXR_HOME := $(CACHE)/evcxr_jupyter-$(EVCXR_VERSION)
+$(EVCXR_HOME)/.complete:
+	CARGO_TARGET_DIR=$(CACHE)/evcxr-target cargo install --locked --quiet evcxr_jupyter \
+	  --version $(EVCXR_VERSION) --root $(EVCXR_HOME)
+	touch $@
+
+evcxr: $(EVCXR_HOME)/.complete
+
+bench-latency: kernelspec evcxr
+	JUPYTER_PATH=$(VENV)/share/jupyter $(VENV)/bin/python benches/latency.py --torchbook-kernel torchbook \
+	  --evcxr-bin $(EVCXR_HOME)/bin/evcxr_jupyter --evcxr-home $(EVCXR_HOME) --libtorch $(LIBTORCH)
 
 bench-fit: build $(TORCH_VENV)/.complete
 	cargo build --$(PROFILE) --locked -p torchbook --example fit_throughput

@@ -1,129 +1,206 @@
-"""Kernel latency benchmark: torchbook side by side with ipykernel (and evcxr_jupyter when its
-kernelspec is installed), measured in one run, alternating kernels, medians over N runs.
+"""Kernel latency benchmark (`make bench-latency`): torchbook, evcxr_jupyter with tch, and
+ipykernel, measured in one run, kernels alternating, medians (and min/max) over N runs.
 
-  start     process start -> first kernel_info_reply
-  1 + 1     round trip of a trivial cell (execute_request -> idle), in a warm kernel
-  10k lines a cell printing 10,000 lines: time to idle and number of stream messages
+  start               process start -> first kernel_info_reply
+  first cell          process start -> result of the first tch cell (evcxr: `:dep tch` first;
+                      ipykernel: `1 + 1`)
+  trivial cell        `1 + 1` round trip (execute_request -> idle) in a warm session with tch loaded
+  tch cell            a small tch cell after the first
+  same cell again     the tch cell's code sent again unchanged
+  print 10,000 lines  time to idle, and how many stream messages it took
+  50 queued cells     50 `1 + 1` requests sent at once -> the last idle
+  RSS                 the kernel process, and its worker process (evcxr's subprocess), in MB
 
-Run with `make bench`.
+evcxr_jupyter runs in its best configuration: a persistent EVCXR_TMPDIR, so `:dep tch` compiles
+tch once (the first benchmark run takes minutes) and later sessions reuse the build.
 """
 
 import argparse
+import json
+import os
+import pathlib
 import statistics
 import time
 
 import jupyter_client
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-CELLS = {
-    "torchbook": ("1 + 1", 'for i in 0..10000 { println!("line {i}"); }'),
-    "evcxr": ("1 + 1", 'for i in 0..10000 { println!("line {i}"); }'),
-    "python3": ("1 + 1", "for i in range(10000): print(f'line {i}')"),
-}
+TCH_CELL = "let t = Tensor::randn(&[3, 3], (Kind::Float, Device::Cpu)); t.sum(Kind::Float)"
+EVCXR_SETUP = ':dep tch = "0.26"\nuse tch::{Tensor, Kind, Device};'
+LINES = {"rust": 'for i in 0..10000 { println!("line {i}"); }', "python": "for i in range(10000): print(f'line {i}')"}
 
 
-def start(kernel_name):
-    t0 = time.perf_counter()
-    km = jupyter_client.KernelManager(kernel_name=kernel_name)
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    kc.kernel_info()
-    kc.get_shell_msg(timeout=60)
-    return time.perf_counter() - t0, km, kc
+def evcxr_kernelspec(binary, home, libtorch):
+    """A kernelspec for evcxr_jupyter with libtorch and a persistent EVCXR_TMPDIR."""
+    spec_dir = pathlib.Path(home) / "share/jupyter/kernels/evcxr-tch"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    tmpdir = pathlib.Path(home) / "tmpdir"
+    tmpdir.mkdir(exist_ok=True)
+    spec = {
+        "argv": [binary, "--control_file", "{connection_file}"],
+        "display_name": "Rust (evcxr, tch)",
+        "language": "rust",
+        "interrupt_mode": "message",
+        "env": {
+            "EVCXR_TMPDIR": str(tmpdir),
+            "LIBTORCH": libtorch,
+            "LD_LIBRARY_PATH": f"{libtorch}/lib",
+        },
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return str(pathlib.Path(home) / "share/jupyter")
 
 
-def run_cell(kc, code):
-    t0 = time.perf_counter()
-    msg_id = kc.execute(code)
-    streams = 0
-    while True:
-        msg = kc.get_iopub_msg(timeout=300)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream":
-            streams += 1
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-    kc.get_shell_msg(timeout=60)
-    return time.perf_counter() - t0, streams
+class Session:
+    def __init__(self, kernel_name):
+        self.t0 = time.perf_counter()
+        self.km = jupyter_client.KernelManager(kernel_name=kernel_name)
+        self.km.start_kernel()
+        self.kc = self.km.client()
+        self.kc.start_channels()
+
+    def wait_ready(self):
+        self.kc.kernel_info()
+        self.kc.get_shell_msg(timeout=120)
+        return time.perf_counter() - self.t0
+
+    def run(self, code, timeout=1800):
+        t0 = time.perf_counter()
+        msg_id = self.kc.execute(code)
+        streams, error = self.drain(msg_id, timeout)
+        self.kc.get_shell_msg(timeout=timeout)
+        if error:
+            raise RuntimeError(f"{code!r} failed: {error}")
+        return time.perf_counter() - t0, streams
+
+    def drain(self, msg_id, timeout):
+        streams, error = 0, None
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                streams += 1
+            if msg["msg_type"] == "error":
+                error = msg["content"]["evalue"]
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return streams, error
+
+    def queued(self, code, n):
+        t0 = time.perf_counter()
+        ids = [self.kc.execute(code) for _ in range(n)]
+        for msg_id in ids:
+            self.drain(msg_id, 600)
+        for _ in ids:
+            self.kc.get_shell_msg(timeout=600)
+        return time.perf_counter() - t0
+
+    def rss_mb(self):
+        pid = self.km.provisioner.process.pid
+        children = []
+        for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+            children += (task / "children").read_text().split()
+        return rss(pid), sum(rss(int(c)) for c in children) if children else float("nan")
+
+    def close(self):
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+def rss(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--torchbook-kernel", default="torchbook")
+    parser.add_argument("--evcxr-bin")
+    parser.add_argument("--evcxr-home")
+    parser.add_argument("--libtorch", default=os.environ.get("LIBTORCH", ""))
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
 
-    kernels = {"torchbook": args.torchbook_kernel, "ipykernel": "python3"}
-    specs = KernelSpecManager().find_kernel_specs()
-    if "rust" in specs:
-        kernels["evcxr_jupyter"] = "rust"
-    cells = {
-        "torchbook": CELLS["torchbook"],
-        "ipykernel": CELLS["python3"],
-        "evcxr_jupyter": CELLS["evcxr"],
-    }
+    kernels = {"torchbook": args.torchbook_kernel}
+    setup = {"torchbook": None, "evcxr": EVCXR_SETUP, "ipykernel": None}
+    if args.evcxr_bin:
+        extra = evcxr_kernelspec(args.evcxr_bin, args.evcxr_home, args.libtorch)
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [os.environ.get("JUPYTER_PATH"), extra]))
+        kernels["evcxr"] = "evcxr-tch"
+        # Compile tch into evcxr's persistent folder once, outside the measurements.
+        warm = Session("evcxr-tch")
+        warm.wait_ready()
+        print("evcxr: :dep tch (compiles tch the first time) ...", flush=True)
+        print(f"evcxr: ready after {warm.run(EVCXR_SETUP)[0]:.1f} s", flush=True)
+        warm.close()
+    kernels["ipykernel"] = "python3"
+    language = {"torchbook": "rust", "evcxr": "rust", "ipykernel": "python"}
+    first_code = {"torchbook": TCH_CELL, "evcxr": EVCXR_SETUP + "\n" + TCH_CELL, "ipykernel": "1 + 1"}
+    figures = {k: {} for k in kernels}
 
     starts = {k: [] for k in kernels}
-    for _ in range(args.runs):
-        for label, name in kernels.items():  # alternate kernels run by run
-            elapsed, km, kc = start(name)
-            starts[label].append(elapsed)
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
+    firsts = {k: [] for k in kernels}
+    for run in range(args.runs):
+        for label, name in kernels.items():  # alternating, run by run
+            s = Session(name)
+            starts[label].append(s.wait_ready())
+            if run < max(3, args.runs // 4):
+                s.run(first_code[label])
+                firsts[label].append(time.perf_counter() - s.t0)
+            s.close()
 
+    sessions = {label: Session(name) for label, name in kernels.items()}
+    for label, s in sessions.items():
+        s.wait_ready()
+        if setup[label]:
+            s.run(setup[label])
+        s.run("1 + 1")
     trivial = {k: [] for k in kernels}
-    lines = {}
-    for label, name in kernels.items():
-        _, km, kc = start(name)
-        trivial_code, lines_code = cells[label]
-        run_cell(kc, trivial_code)  # warm-up: the first cell waits for the engine
-        for _ in range(args.runs):
-            trivial[label].append(run_cell(kc, trivial_code)[0])
-        lines[label] = [run_cell(kc, lines_code) for _ in range(5)]
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+    tch = {k: [] for k in kernels if language[k] == "rust"}
+    again = {k: [] for k in tch}
+    for i in range(args.runs):
+        for label, s in sessions.items():
+            trivial[label].append(s.run("1 + 1")[0])
+            if label in tch:
+                code = TCH_CELL.replace("[3, 3]", f"[3, {i + 3}]")
+                tch[label].append(s.run(code)[0])
+                again[label].append(s.run(code)[0])
+    lines = {k: [s.run(LINES[language[k]]) for _ in range(5)] for k, s in sessions.items()}
+    queued = {k: s.queued("1 + 1", 50) for k, s in sessions.items()}
+    memory = {k: s.rss_mb() for k, s in sessions.items()}
+    for s in sessions.values():
+        s.close()
 
-    ms = lambda xs: f"{statistics.median(xs) * 1000:8.1f} ms"
+    def med(xs):
+        return statistics.median(xs) * 1000
 
-    def overhead(k):
-        # The cost of the output itself: the 10,000-line cell less a trivial cell's round trip.
-        extra = statistics.median([t for t, _ in lines[k]]) - statistics.median(trivial[k])
-        return f"{extra * 1000:8.1f} ms"
-    print(f"\n{'figure (median)':32}" + "".join(f"{k:>18}" for k in kernels))
-    print(f"{'start -> kernel_info_reply':32}" + "".join(f"{ms(starts[k]):>18}" for k in kernels))
-    print(f"{'trivial cell 1 + 1':32}" + "".join(f"{ms(trivial[k]):>18}" for k in kernels))
-    print(
-        f"{'print 10,000 lines':32}"
-        + "".join(f"{ms([t for t, _ in lines[k]]):>18}" for k in kernels)
-    )
-    print(
-        f"{'  minus the 1 + 1 cell':32}"
-        + "".join(
-            f"{overhead(k):>18}" for k in kernels
-        )
-    )
-    print(
-        f"{'  stream messages':32}"
-        + "".join(f"{statistics.median([s for _, s in lines[k]]):>18.0f}" for k in kernels)
-    )
-    # First tch cell of a fresh kernel, prelude cache already built: from process start.
-    tch_cell = "let t = Tensor::randn(&[3, 3], (Kind::Float, Device::Cpu)); t.sum(Kind::Float)"
-    firsts = []
-    for _ in range(max(3, args.runs // 4)):
-        t0 = time.perf_counter()
-        km = jupyter_client.KernelManager(kernel_name=args.torchbook_kernel)
-        km.start_kernel()
-        kc = km.client()
-        kc.start_channels()
-        run_cell(kc, tch_cell)
-        firsts.append(time.perf_counter() - t0)
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-    print(f"{'first tch cell, fresh kernel':32}{ms(firsts):>18}")
-
-    print(f"\n{args.runs} runs each; targets: start <= 500 ms, 10,000 lines <= 150 ms in <= 20 messages")
+    rows = [
+        ("start -> kernel_info_reply", {k: med(v) for k, v in starts.items()}),
+        ("first cell (tch), from start", {k: med(v) for k, v in firsts.items()}),
+        ("trivial cell 1 + 1, median", {k: med(v) for k, v in trivial.items()}),
+        ("  min", {k: min(v) * 1000 for k, v in trivial.items()}),
+        ("  max", {k: max(v) * 1000 for k, v in trivial.items()}),
+        ("tch cell after the first", {k: med(v) for k, v in tch.items()}),
+        ("same tch cell again", {k: med(v) for k, v in again.items()}),
+        ("print 10,000 lines", {k: med([t for t, _ in v]) for k, v in lines.items()}),
+        ("50 queued 1 + 1 cells", {k: v * 1000 for k, v in queued.items()}),
+    ]
+    header = f"{'figure (ms)':32}" + "".join(f"{k:>14}" for k in kernels)
+    if "evcxr" in kernels:
+        header += f"{'torchbook/evcxr':>18}"
+    print("\n" + header)
+    for name, values in rows:
+        line = f"{name:32}" + "".join(f"{values[k]:14.1f}" if k in values else f"{'-':>14}" for k in kernels)
+        if "evcxr" in kernels and "evcxr" in values:
+            line += f"{values['torchbook'] / values['evcxr']:18.2f}"
+        print(line)
+    print(f"{'  stream messages (10k lines)':32}" + "".join(f"{statistics.median([s for _, s in lines[k]]):14.0f}" for k in kernels))
+    print(f"{'RSS kernel process (MB)':32}" + "".join(f"{memory[k][0]:14.1f}" for k in kernels))
+    print(f"{'RSS worker process (MB)':32}" + "".join(f"{memory[k][1]:14.1f}" for k in kernels))
+    print(f"\n{args.runs} runs each (first cell: {len(firsts['torchbook'])}), kernels alternating; "
+          "targets: trivial <= 0.3x evcxr, tch cell <= 350 ms, first tch cell <= 2.5 s, start <= 500 ms, "
+          "kernel RSS <= 40 MB, 50 queued <= 50 x trivial")
 
 
 if __name__ == "__main__":

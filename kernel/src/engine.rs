@@ -265,8 +265,11 @@ fn run_engine(
     let note = |line: String| {
         let _ = events.send(EngineEvent::Stderr(line));
     };
+    let begun = std::time::Instant::now();
     let prelude = prepare_prelude(&events);
+    trace(&format!("prelude cache prepared in {:?}", begun.elapsed()));
     let started = evcxr::CommandContext::new();
+    trace(&format!("evcxr worker started after {:?}", begun.elapsed()));
     let mut session = match started {
         Ok((context, outputs)) => {
             let _ = worker.child.set(context.process_handle());
@@ -401,6 +404,14 @@ fn build_prelude_in_subprocess(events: &UnboundedSender<EngineEvent>) -> Result<
     }
 }
 
+/// Timings of the engine's phases on stderr (the kernel's log) when `TORCHBOOK_TRACE` is set:
+/// the first thing to look at when a cell is slow.
+fn trace(what: &str) {
+    if std::env::var_os("TORCHBOOK_TRACE").is_some() {
+        eprintln!("torchbook trace: {what}");
+    }
+}
+
 /// The evcxr context plus what must be re-run whenever evcxr restarts its worker.
 struct Session {
     context: evcxr::CommandContext,
@@ -418,32 +429,40 @@ impl Session {
         events: UnboundedSender<EngineEvent>,
         note: &dyn Fn(String),
     ) -> Session {
-        if let Err(e) = context.execute(WORKER_SETUP) {
-            eprintln!("torchbook: worker setup failed: {e}");
-        }
+        let started = std::time::Instant::now();
         let mut setup = WORKER_SETUP.to_owned();
         let mut loaded = None;
-        if let Some(config) = prelude {
-            let cell = prelude_cell(&config.runtime);
-            match context.execute(&cell) {
-                Ok(_) => {
-                    setup.push('\n');
-                    setup.push_str(crate::prelude::PRELUDE_WORKER_SETUP);
-                    loaded = Some(cell);
-                }
-                Err(e) => {
-                    note(format!(
-                        "torchbook: the prelude failed to load, so cells run plain Rust: {}",
-                        crate::cell_error::from_evcxr(&e, "").evalue
-                    ));
-                    // A failed `:dep` would break every later cell: start over without it.
-                    if let Ok((fresh, _outputs)) = evcxr::CommandContext::new() {
-                        context = fresh;
-                        let _ = context.execute(WORKER_SETUP);
+        match prelude {
+            // One cell for the prelude and the worker setup: every cell evcxr compiles costs a
+            // rustc run and a link, which the first cell of a kernel waits for.
+            Some(config) => {
+                let cell = prelude_cell(&config.runtime);
+                match context.execute(&format!("{cell}\n{WORKER_SETUP}")) {
+                    Ok(_) => {
+                        setup.push('\n');
+                        setup.push_str(crate::prelude::PRELUDE_WORKER_SETUP);
+                        loaded = Some(cell);
+                    }
+                    Err(e) => {
+                        note(format!(
+                            "torchbook: the prelude failed to load, so cells run plain Rust: {}",
+                            crate::cell_error::from_evcxr(&e, "").evalue
+                        ));
+                        // A failed `:dep` would break every later cell: start over without it.
+                        if let Ok((fresh, _outputs)) = evcxr::CommandContext::new() {
+                            context = fresh;
+                            let _ = context.execute(WORKER_SETUP);
+                        }
                     }
                 }
             }
+            None => {
+                if let Err(e) = context.execute(WORKER_SETUP) {
+                    eprintln!("torchbook: worker setup failed: {e}");
+                }
+            }
         }
+        trace(&format!("session ready ({} prelude) in {:?}", if loaded.is_some() { "with" } else { "without" }, started.elapsed()));
         Session {
             context,
             setup,
@@ -500,7 +519,10 @@ impl Session {
         let mut callbacks = evcxr::EvalCallbacks {
             input_reader: &|request| read_input(&events, &request.prompt, request.is_password),
         };
-        match self.context.execute_with_callbacks(code, &mut callbacks) {
+        let cell_started = std::time::Instant::now();
+        let result = self.context.execute_with_callbacks(code, &mut callbacks);
+        trace(&format!("cell ran in {:?} ({:?})", cell_started.elapsed(), result.as_ref().map(|o| o.phases.iter().map(|p| (p.name.as_str(), p.duration)).collect::<Vec<_>>()).ok()));
+        match result {
             Ok(outputs) => CellOutcome::Value(outputs.content_by_mime_type),
             Err(evcxr::Error::SubprocessTerminated(message)) => {
                 // evcxr has already started a fresh worker; it needs our hooks again.
