@@ -30,7 +30,13 @@ LINES = {"rust": 'for i in 0..10000 { println!("line {i}"); }', "python": "for i
 
 
 def evcxr_kernelspec(binary, home, libtorch):
-    """A kernelspec for evcxr_jupyter with libtorch and a persistent EVCXR_TMPDIR."""
+    """A kernelspec for evcxr_jupyter with libtorch and a persistent EVCXR_TMPDIR. Cells are
+    dylibs linked to Rust's shared std, so its folder goes on the library path too."""
+    import subprocess
+
+    sysroot = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True).stdout.strip()
+    host = [l.split(": ")[1] for l in subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout.splitlines() if l.startswith("host:")][0]
+    std_lib = f"{sysroot}/lib/rustlib/{host}/lib"
     spec_dir = pathlib.Path(home) / "share/jupyter/kernels/evcxr-tch"
     spec_dir.mkdir(parents=True, exist_ok=True)
     tmpdir = pathlib.Path(home) / "tmpdir"
@@ -43,7 +49,7 @@ def evcxr_kernelspec(binary, home, libtorch):
         "env": {
             "EVCXR_TMPDIR": str(tmpdir),
             "LIBTORCH": libtorch,
-            "LD_LIBRARY_PATH": f"{libtorch}/lib",
+            "LD_LIBRARY_PATH": f"{libtorch}/lib:{std_lib}",
         },
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))

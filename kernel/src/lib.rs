@@ -16,6 +16,7 @@
 //! ```
 
 pub mod cell_error;
+pub mod comms;
 pub mod connection;
 pub mod engine;
 pub mod handlers;

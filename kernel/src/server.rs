@@ -54,6 +54,7 @@ pub async fn serve(info: ConnectionInfo) -> Result<(), transport::BindError> {
         execution_count: 0,
         history: crate::history::History::open(),
         queued_behind_error: Default::default(),
+        comms: Default::default(),
     };
     tokio::spawn(async move {
         loop {

@@ -8,6 +8,7 @@ mod help;
 mod inspect;
 mod kernel_info;
 
+use crate::comms::CommAnswer;
 use crate::engine::{Engine, WorkerHandle};
 use crate::protocol::messages::{
     CommInfoReply, ExecutionState, HistoryReply, InterruptReply, ReplyStatus, ShutdownReply, ShutdownRequest,
@@ -46,6 +47,7 @@ pub struct ShellHandler {
     /// Requests that were already queued when a cell failed with `stop_on_error`: their
     /// execute requests are answered `aborted` (the server loop takes these first).
     pub queued_behind_error: std::collections::VecDeque<WireMessage>,
+    pub comms: crate::comms::CommRegistry,
 }
 
 /// The control channel's handler: answered even while a cell runs.
@@ -105,22 +107,13 @@ impl ShellHandler {
                 let reply = complete::is_complete(&is_complete.code);
                 self.replier.reply(&request, reply).await;
             }
-            Content::Unknown { msg_type, content } if msg_type == "comm_open" => {
-                // No comm targets are registered yet: close the comm at once, as the spec asks
-                // for an unknown target, so the frontend does not wait on it.
-                let comm_id = content.get("comm_id").cloned().unwrap_or_default();
-                eprintln!("torchbook: no comm target {:?}; closing comm {comm_id}", content.get("target_name"));
-                let close = Content::Unknown {
-                    msg_type: "comm_close".into(),
-                    content: json!({"comm_id": comm_id, "data": {}}),
-                };
-                self.state.iopub.publish(close, Some(&request.message.header));
+            Content::Unknown { msg_type, content } if msg_type.starts_with("comm_") => {
+                self.comm(&request, msg_type, content);
             }
-            Content::CommInfoRequest(_) => {
-                // No comm targets exist yet, so the honest answer is an empty map.
+            Content::CommInfoRequest(info) => {
                 let reply = CommInfoReply {
                     status: ReplyStatus::Ok,
-                    comms: Default::default(),
+                    comms: self.comms.info(info.target_name.as_deref()),
                 };
                 self.replier.reply(&request, Content::CommInfoReply(reply)).await;
             }
@@ -130,6 +123,45 @@ impl ShellHandler {
             other => not_supported(&self.replier, &request, other.msg_type(), "shell").await,
         }
         status(&self.state, &request, ExecutionState::Idle);
+    }
+}
+
+impl ShellHandler {
+    /// comm_open, comm_msg and comm_close from the frontend, through the registry.
+    fn comm(&mut self, request: &WireMessage, msg_type: &str, content: &serde_json::Value) {
+        let comm_id = content.get("comm_id").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let data = content.get("data").cloned().unwrap_or_default();
+        let answer = match msg_type {
+            "comm_open" => {
+                let target = content.get("target_name").and_then(|v| v.as_str()).unwrap_or_default();
+                let answer = self.comms.open(&comm_id, target, &data);
+                if answer == CommAnswer::Close {
+                    eprintln!("torchbook: no comm target {target:?}; closing comm {comm_id}");
+                }
+                answer
+            }
+            "comm_msg" => self.comms.message(&comm_id, &data),
+            "comm_close" => {
+                self.comms.close(&comm_id);
+                CommAnswer::None
+            }
+            other => {
+                eprintln!("torchbook: ignoring {other}");
+                CommAnswer::None
+            }
+        };
+        let send = |msg_type: &str, data: serde_json::Value| {
+            let content = Content::Unknown {
+                msg_type: msg_type.into(),
+                content: json!({"comm_id": comm_id, "data": data}),
+            };
+            self.state.iopub.publish(content, Some(&request.message.header));
+        };
+        match answer {
+            CommAnswer::None => {}
+            CommAnswer::Close => send("comm_close", json!({})),
+            CommAnswer::Messages(messages) => messages.into_iter().for_each(|m| send("comm_msg", m)),
+        }
     }
 }
 
