@@ -406,11 +406,14 @@ fn build_prelude_in_subprocess(events: &UnboundedSender<EngineEvent>) -> Result<
 
 /// Timings of the engine's phases on stderr (the kernel's log) when `TORCHBOOK_TRACE` is set:
 /// the first thing to look at when a cell is slow.
-fn trace(what: &str) {
+pub fn trace(what: &str) {
     if std::env::var_os("TORCHBOOK_TRACE").is_some() {
-        eprintln!("torchbook trace: {what}");
+        eprintln!("torchbook trace [{:>6} ms]: {what}", PROCESS_START.elapsed().as_millis());
     }
 }
+
+/// The reference for [`trace`]'s timestamps; forced by `main` as soon as the kernel starts.
+pub static PROCESS_START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
 
 /// The evcxr context plus what must be re-run whenever evcxr restarts its worker.
 struct Session {

@@ -86,6 +86,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Kernel { connection_file } => {
+            std::sync::LazyLock::force(&engine::PROCESS_START);
             let info = connection::ConnectionInfo::from_file(&connection_file)?;
             let workdir = engine::WorkDir::create().context("cannot create a working folder")?;
             prelude::prepare_library_path();

@@ -157,7 +157,30 @@ fn shareable(relative: &Path) -> bool {
     in_artifacts && is_binary && !name.starts_with("ctx") && !name.starts_with("libctx")
 }
 
+/// The packages of this workspace that the prelude builds from source paths.
+const LOCAL_PACKAGES: [&str; 2] = ["torchbook", "torchbook-display"];
+
+/// True for cargo's freshness records of a local (path) package, e.g.
+/// `target/<triple>/debug/.fingerprint/torchbook-<hash>/dep-lib-torchbook`.
+fn local_fingerprint(relative: &Path) -> bool {
+    let mut components = relative.components().map(|c| c.as_os_str().to_string_lossy());
+    while let Some(component) = components.next() {
+        if component == ".fingerprint" {
+            let Some(unit) = components.next() else { return false };
+            return unit
+                .rsplit_once('-')
+                .is_some_and(|(package, _hash)| LOCAL_PACKAGES.contains(&package));
+        }
+    }
+    false
+}
+
 /// Fills `target` (a kernel's evcxr folder) from the cached prelude build.
+///
+/// Cargo decides a path package is stale when one of its sources is newer than its fingerprint.
+/// The cache key already hashes the sources' contents, so a source that was merely touched
+/// (a `git checkout` that restores the same text) must not cost every kernel a rebuild of the
+/// runtime: the local packages' fingerprints get the seeding time, everything else keeps its own.
 pub fn seed(cache: &Path, target: &Path) -> std::io::Result<()> {
     seed_dir(cache, cache, target)
 }
@@ -176,6 +199,9 @@ fn seed_dir(root: &Path, dir: &Path, target_root: &Path) -> std::io::Result<()> 
             let _ = std::os::unix::fs::symlink(std::fs::read_link(&path)?, &dest);
         } else if !(shareable(relative) && std::fs::hard_link(&path, &dest).is_ok()) {
             std::fs::copy(&path, &dest)?;
+            if local_fingerprint(relative) {
+                continue; // a fresh copy is dated now, see `seed`
+            }
             // Cargo decides freshness by comparing modification times: a copy must keep them.
             let modified = entry.metadata()?.modified()?;
             std::fs::File::options()
@@ -222,6 +248,14 @@ mod tests {
     }
 
     #[test]
+    fn local_fingerprints_are_recognised() {
+        assert!(local_fingerprint(Path::new("target/x86_64-unknown-linux-gnu/debug/.fingerprint/torchbook-d04de56a0e0240c5/dep-lib-torchbook")));
+        assert!(local_fingerprint(Path::new("target/debug/.fingerprint/torchbook-display-f00ba5f62b9bc34a/lib-torchbook-display")));
+        assert!(!local_fingerprint(Path::new("target/debug/.fingerprint/tch-b31898f866189b8e/lib-tch")));
+        assert!(!local_fingerprint(Path::new("target/debug/deps/torchbook-d04de56a0e0240c5.d")));
+    }
+
+    #[test]
     fn seeding_links_artifacts_and_copies_the_rest() {
         let root = std::env::temp_dir().join(format!("tb-seed-{}", uuid::Uuid::new_v4()));
         let cache = root.join("cache");
@@ -229,6 +263,14 @@ mod tests {
         std::fs::write(cache.join("target/debug/deps/libtch-1.rlib"), b"rlib").unwrap();
         std::fs::write(cache.join("target/debug/deps/tch-1.d"), b"dep-info").unwrap();
         std::fs::write(cache.join("Cargo.lock"), b"lock").unwrap();
+        let fingerprint = Path::new("target/debug/.fingerprint/torchbook-1/dep-lib-torchbook");
+        std::fs::create_dir_all(cache.join(fingerprint).parent().unwrap()).unwrap();
+        std::fs::write(cache.join(fingerprint), b"dep-info").unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for file in [cache.join("Cargo.lock"), cache.join(fingerprint)] {
+            let file = std::fs::File::options().write(true).open(file).unwrap();
+            file.set_times(std::fs::FileTimes::new().set_modified(an_hour_ago)).unwrap();
+        }
         let work = root.join("work");
         seed(&cache, &work).unwrap();
         use std::os::unix::fs::MetadataExt;
@@ -240,6 +282,7 @@ mod tests {
         assert_eq!(std::fs::read(work.join("Cargo.lock")).unwrap(), b"lock");
         let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
         assert_eq!(mtime(&work.join("Cargo.lock")), mtime(&cache.join("Cargo.lock")), "copies keep mtimes");
+        assert!(mtime(&work.join(fingerprint)) > an_hour_ago, "local fingerprints are dated at seeding");
         std::fs::remove_dir_all(root).unwrap();
     }
 }
