@@ -1,6 +1,7 @@
 //! Turning what went wrong in a cell into the `ename` / `evalue` / `traceback` triple the user
 //! sees: compile errors with the offending line and a caret, panics, a worker that died.
 
+use crate::final_value::Rewritten;
 use crate::protocol::messages::ErrorInfo;
 use evcxr::CompilationError;
 use std::fmt::Write;
@@ -109,7 +110,30 @@ pub fn from_evcxr(error: &evcxr::Error, code: &str) -> CellError {
     }
 }
 
+/// Converts an evcxr error for the cell `code` that ran as `rewritten` (its final value handed
+/// to the prelude, see [`crate::final_value`]): locations point at the cell as written.
+pub fn from_rewritten_cell(error: &evcxr::Error, code: &str, rewritten: &Rewritten) -> CellError {
+    let evcxr::Error::CompilationErrors(errors) = error else {
+        return from_evcxr(error, code);
+    };
+    if errors.iter().any(|e| Rewritten::is_about_the_value(&e.message())) {
+        let message = "the cell's final value cannot be shown: its type implements neither `Debug` \
+                       nor torchbook's `Render`, and has no `evcxr_display` method";
+        let traceback = vec![
+            paint("31;1", &format!("error: {message}")),
+            "  = help: end the cell with `;` to discard the value, or derive `Debug` for its type".to_owned(),
+        ];
+        return CellError::new("CompileError", message, traceback);
+    }
+    compile_errors_mapped(errors, code, &|line, column| rewritten.original_column(line, column))
+}
+
 fn compile_errors(errors: &[CompilationError], code: &str) -> CellError {
+    compile_errors_mapped(errors, code, &|_, column| column)
+}
+
+/// `column_in_cell` maps a compiler column (line, column; 1-based) to the cell as written.
+fn compile_errors_mapped(errors: &[CompilationError], code: &str, column_in_cell: &dyn Fn(usize, usize) -> usize) -> CellError {
     let evalue = errors
         .first()
         .map(|e| e.message())
@@ -117,13 +141,13 @@ fn compile_errors(errors: &[CompilationError], code: &str) -> CellError {
     let source_lines: Vec<&str> = code.lines().collect();
     let mut traceback = Vec::new();
     for error in errors {
-        traceback.push(render_one(error, &source_lines));
+        traceback.push(render_one(error, &source_lines, column_in_cell));
     }
     CellError::new("CompileError", evalue, traceback)
 }
 
 /// One error as rustc would show it: headline, location, the cell line and a caret under the span.
-fn render_one(error: &CompilationError, source_lines: &[&str]) -> String {
+fn render_one(error: &CompilationError, source_lines: &[&str], column_in_cell: &dyn Fn(usize, usize) -> usize) -> String {
     let mut out = String::new();
     let level = error.level();
     let headline = match error.code() {
@@ -138,20 +162,22 @@ fn render_one(error: &CompilationError, source_lines: &[&str]) -> String {
             }
             continue;
         };
-        let _ = writeln!(out, "  --> cell:{}:{}", span.start_line, span.start_column);
+        let start_column = column_in_cell(span.start_line, span.start_column);
+        let end_column = column_in_cell(span.end_line, span.end_column);
+        let _ = writeln!(out, "  --> cell:{}:{}", span.start_line, start_column);
         let Some(line) = source_lines.get(span.start_line.saturating_sub(1)) else {
             continue;
         };
         let number = span.start_line.to_string();
         let gutter = " ".repeat(number.len());
         let width = if span.end_line == span.start_line {
-            span.end_column.saturating_sub(span.start_column).max(1)
+            end_column.saturating_sub(start_column).max(1)
         } else {
-            line.chars().count().saturating_sub(span.start_column - 1).max(1)
+            line.chars().count().saturating_sub(start_column - 1).max(1)
         };
         let caret = format!(
             "{}{} {}",
-            " ".repeat(span.start_column.saturating_sub(1)),
+            " ".repeat(start_column.saturating_sub(1)),
             "^".repeat(width),
             spanned.label
         );

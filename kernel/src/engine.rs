@@ -306,13 +306,13 @@ fn run_engine(
     for request in requests.iter() {
         match request {
             EngineRequest::Execute(code) => {
-                let outcome = session.execute_cell(&code);
+                let outcome = session.execute_cell(&code, FinalValue::ThroughPrelude);
                 if done_tx.send(outcome).is_err() {
                     return;
                 }
             }
             EngineRequest::Evaluate { expression, reply } => {
-                let _ = reply.send(session.execute_cell(&expression));
+                let _ = reply.send(session.execute_cell(&expression, FinalValue::ThroughEvcxr));
             }
             EngineRequest::Complete {
                 code,
@@ -415,6 +415,16 @@ pub fn trace(what: &str) {
 /// The reference for [`trace`]'s timestamps; forced by `main` as soon as the kernel starts.
 pub static PROCESS_START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
 
+/// Who shows a cell's final value.
+#[derive(Clone, Copy)]
+enum FinalValue {
+    /// The prelude's `cell_value` (one compile; see [`crate::final_value`]), when loaded.
+    ThroughPrelude,
+    /// Returned by evcxr as text/plain (its `Debug` text): what `user_expressions` need, since
+    /// a value shown by the prelude arrives as a side-channel record.
+    ThroughEvcxr,
+}
+
 /// The evcxr context plus what must be re-run whenever evcxr restarts its worker.
 struct Session {
     context: evcxr::CommandContext,
@@ -509,7 +519,7 @@ impl Session {
         Inspection { hover, variable_type }
     }
 
-    fn execute_cell(&mut self, code: &str) -> CellOutcome {
+    fn execute_cell(&mut self, code: &str, final_value: FinalValue) -> CellOutcome {
         let variables: Vec<String> = self
             .context
             .variables_and_types()
@@ -523,7 +533,25 @@ impl Session {
             input_reader: &|request| read_input(&events, &request.prompt, request.is_password),
         };
         let cell_started = std::time::Instant::now();
-        let result = self.context.execute_with_callbacks(code, &mut callbacks);
+        // With the prelude, the final value is shown by the prelude's code: one compile instead
+        // of evcxr's two (see `final_value`).
+        let rewritten = match (final_value, &self.prelude) {
+            (FinalValue::ThroughPrelude, Some(_)) => crate::final_value::rewrite(code),
+            _ => None,
+        };
+        let as_text;
+        let source = match (&rewritten, final_value, &self.prelude) {
+            (Some(rewritten), _, _) => rewritten.code.as_str(),
+            // evcxr's own `Debug` fallback does not work with the prelude loaded (see
+            // `torchbook::cell_value`), so the prelude formats the value.
+            // (Parenthesised: evcxr takes a line that starts with `:` for a command.)
+            (None, FinalValue::ThroughEvcxr, Some(_)) => {
+                as_text = format!("(::torchbook::cell_value::EvcxrText(format!(\"{{:?}}\", &({code}))))");
+                as_text.as_str()
+            }
+            _ => code,
+        };
+        let result = self.context.execute_with_callbacks(source, &mut callbacks);
         trace(&format!("cell ran in {:?} ({:?})", cell_started.elapsed(), result.as_ref().map(|o| o.phases.iter().map(|p| (p.name.as_str(), p.duration)).collect::<Vec<_>>()).ok()));
         match result {
             Ok(outputs) => CellOutcome::Value(outputs.content_by_mime_type),
@@ -534,7 +562,10 @@ impl Session {
                 }
                 CellOutcome::Failed(CellError::worker_died(&message, &variables))
             }
-            Err(error) => CellOutcome::Failed(cell_error::from_evcxr(&error, code)),
+            Err(error) => CellOutcome::Failed(match &rewritten {
+                Some(rewritten) => cell_error::from_rewritten_cell(&error, code, rewritten),
+                None => cell_error::from_evcxr(&error, code),
+            }),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod cell_error;
 pub mod comms;
 pub mod connection;
 pub mod engine;
+pub mod final_value;
 pub mod handlers;
 pub mod history;
 pub mod install;

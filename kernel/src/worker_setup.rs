@@ -37,7 +37,8 @@ std::panic::set_hook(Box::new(|info| {
     );
 }));
 // The cell side of the output relay (worker_output.rs): Rust buffers stdout until a newline, so
-// flush it on a short timer, and on request at the end of every cell.
+// flush it on a short timer, and on request at the end of every cell. The `;` after the block
+// keeps it from being a final value (see final_value.rs: evcxr cannot show one with the prelude).
 if let Some(fd) = std::env::var("TORCHBOOK_FLUSH_FD").ok().and_then(|v| v.parse::<i32>().ok()) {
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
@@ -57,4 +58,4 @@ if let Some(fd) = std::env::var("TORCHBOOK_FLUSH_FD").ok().and_then(|v| v.parse:
         }
     });
     println!("\u{1e}torchbook {{\"type\":\"flusher_ready\"}}");
-}
+};

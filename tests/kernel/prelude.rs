@@ -1,5 +1,6 @@
 //! The tch prelude in a real kernel: a fresh kernel's first cell uses it without any `:dep`,
-//! two kernels load it at once, and a kernel without libtorch says why and runs plain Rust.
+//! two kernels load it at once, a kernel without libtorch says why and runs plain Rust, and
+//! final values are shown by the prelude (see kernel/src/final_value.rs) as evcxr would.
 
 mod support;
 
@@ -20,6 +21,52 @@ kernel_test!(first_cell_uses_the_prelude_without_dep, async {
     assert_eq!(result_text(&iopub), "15");
     let (_, iopub) = k.execute("format!(\"{:?}\", Device::best())").await;
     assert_eq!(result_text(&iopub), "\"Cpu\"");
+});
+
+kernel_test!(final_values_show_as_evcxr_would_with_one_compile, async {
+    let mut k = TestKernel::start_with_prelude().await;
+    for (code, shown) in [("1 + 1", "2"), ("vec![1, 2]", "[1, 2]"), ("\"s\"", "\"s\""), ("Some(2.5f32)", "Some(2.5)")] {
+        let (reply, iopub) = k.execute(code).await;
+        assert_eq!(reply["status"], "ok", "{code}: {reply}");
+        assert_eq!(result_text(&iopub), shown, "{code}");
+    }
+    // A variable named last is borrowed, not moved: it is still there afterwards.
+    let (_, iopub) = k.execute("let v = vec![String::from(\"a\")];\nv").await;
+    assert_eq!(result_text(&iopub), "[\"a\"]");
+    let (_, iopub) = k.execute("v.len()").await;
+    assert_eq!(result_text(&iopub), "1");
+    // A type's own `evcxr_display` wins over its Debug text (plotters' figures are both).
+    let (reply, iopub) = k
+        .execute("#[derive(Debug)] struct Fig;\nimpl Fig { fn evcxr_display(&self) { println!(\"EVCXR_BEGIN_CONTENT text/html\\n<b>fig</b>\\nEVCXR_END_CONTENT\"); } }\nFig")
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let html: Vec<_> = iopub.iter().filter_map(|m| m.content.to_value()["data"]["text/html"].as_str().map(str::to_owned)).collect();
+    assert_eq!(html, ["<b>fig</b>"], "{:?}", support::types(&iopub));
+    // `()` shows nothing; a command line before the value is still a command.
+    let (_, iopub) = k.execute("println!(\"hi\")").await;
+    assert_eq!(result_text(&iopub), "");
+    assert_eq!(stream_text(&iopub, "stdout"), "hi\n");
+    let (reply, iopub) = k.execute(":timing\n2 * 21").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert!(result_text(&iopub).contains("42"), "{}", result_text(&iopub));
+});
+
+kernel_test!(final_value_errors_point_at_the_cell_as_written, async {
+    let mut k = TestKernel::start_with_prelude().await;
+    let (reply, _) = k.execute("struct Opaque;\nOpaque").await;
+    assert_eq!(reply["ename"], "CompileError");
+    assert!(reply["evalue"].as_str().unwrap().contains("cannot be shown"), "{reply}");
+    let (reply, _) = k.execute("let a = 1;\n  a + \"x\"").await;
+    assert_eq!(reply["ename"], "CompileError");
+    let traceback = reply["traceback"][0].as_str().unwrap();
+    assert!(traceback.contains("--> cell:2:5"), "{traceback}");
+    assert!(traceback.contains("2 |   a + \"x\""), "the line as written: {traceback}");
+    assert!(!traceback.contains("CellValue"), "{traceback}");
+    // user_expressions still come back as data.
+    let id = k.send_shell("execute_request", json!({"code": "let w = 7;", "user_expressions": {"twice": "w * 2"}})).await;
+    let reply = k.shell_reply().await.content.to_value();
+    k.iopub_until_idle(&id).await;
+    assert_eq!(reply["user_expressions"]["twice"]["data"]["text/plain"], "14", "{reply}");
 });
 
 kernel_test!(two_kernels_load_the_prelude_at_once, async {
