@@ -303,7 +303,18 @@ fn run_engine(
     let Some(session) = session.as_mut() else {
         return;
     };
-    for request in requests.iter() {
+    // A kernel is usually idle for a while after it starts (the user reads, types): use that
+    // time for the first-use costs a tch cell would otherwise pay. A request that is already
+    // waiting goes first, and skips the warm-up.
+    let waiting = match requests.try_recv() {
+        Ok(request) => Some(request),
+        Err(std::sync::mpsc::TryRecvError::Empty) => {
+            session.warm_up();
+            None
+        }
+        Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+    };
+    for request in waiting.into_iter().chain(requests.iter()) {
         match request {
             EngineRequest::Execute(code) => {
                 let outcome = session.execute_cell(&code, FinalValue::ThroughPrelude);
@@ -482,6 +493,29 @@ impl Session {
             prelude: loaded,
             events,
         }
+    }
+
+    /// Pays, while nobody waits, what the first tch cell of a session costs beyond its own
+    /// compile: rust-analyzer loading tch (evcxr asks it for the type of every new variable;
+    /// about 2.5 s the first time) and rustc's first use of tch's generics. No variable is
+    /// kept and nothing is printed. The final `;` matters: see `final_value`.
+    fn warm_up(&mut self) {
+        if self.prelude.is_none() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        // rust-analyzer first (a hover needs no compile), then rustc.
+        let probe = "let t = Tensor::randn(&[2, 2], (Kind::Float, Device::Cpu)).sum(Kind::Float);";
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = self.context.hover_at(probe, probe.find("sum").unwrap_or(0) + 1);
+        }));
+        trace(&format!("warm-up: rust-analyzer in {:?}", started.elapsed()));
+        let cell = "{ let warm_up = Tensor::ones(&[2, 2], (Kind::Float, Device::Cpu)); \
+                    let _ = warm_up.sum(Kind::Float).double_value(&[]); };";
+        if let Err(e) = self.context.execute(cell) {
+            eprintln!("torchbook: warm-up cell failed (harmless): {e}");
+        }
+        trace(&format!("warm-up done in {:?}", started.elapsed()));
     }
 
     /// `:clear`: evcxr drops all state and starts a fresh worker; the worker setup and the
