@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import pathlib
+import queue
 import statistics
 import time
 
@@ -67,7 +68,19 @@ class Session:
     def wait_ready(self):
         self.kc.kernel_info()
         self.kc.get_shell_msg(timeout=120)
-        return time.perf_counter() - self.t0
+        ready = time.perf_counter() - self.t0
+        # iopub is PUB/SUB: messages published before our subscription is live are lost, and
+        # a cell's `idle` with them (a fast kernel can answer before it is). Wait until a
+        # request's status comes through before timing anything on iopub.
+        while True:
+            msg_id = self.kc.kernel_info()
+            self.kc.get_shell_msg(timeout=120)
+            try:
+                while self.kc.get_iopub_msg(timeout=0.5)["parent_header"].get("msg_id") != msg_id:
+                    pass
+                return ready
+            except queue.Empty:
+                continue
 
     def run(self, code, timeout=1800):
         t0 = time.perf_counter()

@@ -473,10 +473,11 @@ impl Session {
                             "torchbook: the prelude failed to load, so cells run plain Rust: {}",
                             crate::cell_error::from_evcxr(&e, "").evalue
                         ));
-                        // A failed `:dep` would break every later cell: start over without it.
-                        if let Ok((fresh, _outputs)) = evcxr::CommandContext::new() {
-                            context = fresh;
-                            let _ = context.execute(WORKER_SETUP);
+                        // A failed `:dep` would break every later cell: `:clear` drops it (and
+                        // restarts the worker) in the same context, whose output the forwarder
+                        // already reads.
+                        if let Err(e) = context.execute(":clear").and_then(|_| context.execute(WORKER_SETUP)) {
+                            eprintln!("torchbook: resetting after the failed prelude failed too: {e}");
                         }
                     }
                 }
