@@ -112,6 +112,19 @@ impl TestKernel {
     }
 
     async fn launch(env: &[(&str, &str)], own_group: bool) -> TestKernel {
+        // A port that `free_port` picked can be taken again before the kernel binds it (tests
+        // run in parallel, and every client socket takes an ephemeral port): the kernel then
+        // exits at once, and starts again here on fresh ports.
+        for _ in 0..4 {
+            if let Some(kernel) = Self::launch_once(env, own_group).await {
+                return kernel;
+            }
+        }
+        panic!("the kernel exited before it was ready, four times (see its stderr above)");
+    }
+
+    /// `None` when the kernel exited before saying hello on iopub.
+    async fn launch_once(env: &[(&str, &str)], own_group: bool) -> Option<TestKernel> {
         let dir = temp_dir();
         let key = uuid::Uuid::new_v4().to_string();
         let (path, ports) = connection_file(&dir, &key);
@@ -120,7 +133,7 @@ impl TestKernel {
         if own_group {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
         }
-        let process = command.spawn().expect("start torchbook");
+        let mut process = command.spawn().expect("start torchbook");
         let endpoint = |port: u16| format!("tcp://127.0.0.1:{port}");
         let identity = uuid::Uuid::new_v4().simple().to_string();
         let with_identity = || {
@@ -140,11 +153,18 @@ impl TestKernel {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        control.connect(&endpoint(ports.control)).await.unwrap();
-        stdin.connect(&endpoint(ports.stdin)).await.unwrap();
-        iopub.connect(&endpoint(ports.iopub)).await.unwrap();
+        let connected = control.connect(&endpoint(ports.control)).await.is_ok()
+            && stdin.connect(&endpoint(ports.stdin)).await.is_ok()
+            && iopub.connect(&endpoint(ports.iopub)).await.is_ok()
+            && heartbeat.connect(&endpoint(ports.hb)).await.is_ok();
+        if !connected {
+            // Nothing listens: the kernel could not bind (it exits) or is unusable.
+            let _ = process.kill();
+            let _ = process.wait();
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        }
         iopub.subscribe("").await.unwrap();
-        heartbeat.connect(&endpoint(ports.hb)).await.unwrap();
         let mut kernel = TestKernel {
             process,
             signer: Signer::new(&key),
@@ -158,9 +178,17 @@ impl TestKernel {
             session: uuid::Uuid::new_v4().to_string(),
             dir,
         };
-        let welcome = kernel.next_iopub().await;
+        let started = std::time::Instant::now();
+        let frames = loop {
+            match tokio::time::timeout(Duration::from_secs(2), kernel.iopub.recv()).await {
+                Ok(frames) => break frames.unwrap(),
+                Err(_) if kernel.process.try_wait().unwrap().is_some() => return None,
+                Err(_) => assert!(started.elapsed() < TIMEOUT, "timed out waiting for iopub_welcome"),
+            }
+        };
+        let welcome = kernel.decode(frames);
         assert_eq!(welcome.header.msg_type, "iopub_welcome");
-        kernel
+        Some(kernel)
     }
 
     pub fn message(&self, msg_type: &str, content: Value) -> Message {
