@@ -4,10 +4,12 @@
 //! Ordering matters: evcxr hands us stdout lines on one channel and returns from `execute` only
 //! once that channel is drained. The engine thread therefore does not report a cell's outcome
 //! itself; it passes it to the forwarder thread, which has already forwarded every stdout line
-//! it took, drains what is left, and only then emits [`EngineEvent::Finished`].
+//! it took, drains what is left, and only then emits [`EngineEvent::Finished`]. What runs a
+//! cell inside evcxr is in [`crate::session`].
 
-use crate::cell_error::{self, CellError};
-use crate::prelude::{prelude_cell, PreludeConfig, PreludeUnavailable};
+use crate::cell_error::CellError;
+use crate::prelude::{PreludeConfig, PreludeUnavailable};
+use crate::session::{FinalValue, Session};
 use crate::side_channel::{self, Record};
 use crossbeam_channel::{select, Receiver};
 use std::collections::HashMap;
@@ -175,7 +177,7 @@ pub struct Engine {
 
 /// Rust run once in every fresh worker: it routes panics to the side channel so that the kernel
 /// can report them as errors (evcxr catches the unwind and would otherwise report success).
-const WORKER_SETUP: &str = include_str!("worker_setup.rs");
+pub(crate) const WORKER_SETUP: &str = include_str!("worker_setup.rs");
 
 impl Engine {
     /// Starts the engine thread; the worker and evcxr warm up in the background, and the first
@@ -426,212 +428,6 @@ pub fn trace(what: &str) {
 /// The reference for [`trace`]'s timestamps; forced by `main` as soon as the kernel starts.
 pub static PROCESS_START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
 
-/// Who shows a cell's final value.
-#[derive(Clone, Copy)]
-enum FinalValue {
-    /// The prelude's `cell_value` (one compile; see [`crate::final_value`]), when loaded.
-    ThroughPrelude,
-    /// Returned by evcxr as text/plain (its `Debug` text): what `user_expressions` need, since
-    /// a value shown by the prelude arrives as a side-channel record.
-    ThroughEvcxr,
-}
-
-/// The evcxr context plus what must be re-run whenever evcxr restarts its worker.
-struct Session {
-    context: evcxr::CommandContext,
-    /// Run again in a worker that evcxr restarted (variables lost, dependencies kept).
-    setup: String,
-    /// The prelude cell, run again after `:clear` (which drops dependencies too).
-    prelude: Option<String>,
-    events: UnboundedSender<EngineEvent>,
-}
-
-impl Session {
-    fn start(
-        mut context: evcxr::CommandContext,
-        prelude: Option<PreludeConfig>,
-        events: UnboundedSender<EngineEvent>,
-        note: &dyn Fn(String),
-    ) -> Session {
-        let started = std::time::Instant::now();
-        let mut setup = WORKER_SETUP.to_owned();
-        let mut loaded = None;
-        match prelude {
-            // One cell for the prelude and the worker setup: every cell evcxr compiles costs a
-            // rustc run and a link, which the first cell of a kernel waits for.
-            Some(config) => {
-                let cell = prelude_cell(&config.runtime);
-                match context.execute(&format!("{cell}\n{WORKER_SETUP}")) {
-                    Ok(outputs) => {
-                        trace(&format!("prelude cell phases: {:?}", outputs.phases.iter().map(|p| (p.name.as_str(), p.duration)).collect::<Vec<_>>()));
-                        setup.push('\n');
-                        setup.push_str(crate::prelude::PRELUDE_WORKER_SETUP);
-                        loaded = Some(cell);
-                    }
-                    Err(e) => {
-                        note(format!(
-                            "torchbook: the prelude failed to load, so cells run plain Rust: {}",
-                            crate::cell_error::from_evcxr(&e, "").evalue
-                        ));
-                        // A failed `:dep` would break every later cell: `:clear` drops it (and
-                        // restarts the worker) in the same context, whose output the forwarder
-                        // already reads.
-                        if let Err(e) = context.execute(":clear").and_then(|_| context.execute(WORKER_SETUP)) {
-                            eprintln!("torchbook: resetting after the failed prelude failed too: {e}");
-                        }
-                    }
-                }
-            }
-            None => {
-                if let Err(e) = context.execute(WORKER_SETUP) {
-                    eprintln!("torchbook: worker setup failed: {e}");
-                }
-            }
-        }
-        trace(&format!("session ready ({} prelude) in {:?}", if loaded.is_some() { "with" } else { "without" }, started.elapsed()));
-        Session {
-            context,
-            setup,
-            prelude: loaded,
-            events,
-        }
-    }
-
-    /// Pays, while nobody waits, what the first tch cell of a session costs beyond its own
-    /// compile: rust-analyzer loading tch (evcxr asks it for the type of every new variable;
-    /// about 2.5 s the first time) and rustc's first use of tch's generics. No variable is
-    /// kept and nothing is printed. The final `;` matters: see `final_value`.
-    fn warm_up(&mut self) {
-        if self.prelude.is_none() {
-            return;
-        }
-        let started = std::time::Instant::now();
-        // rust-analyzer first (a hover needs no compile), then rustc.
-        let probe = "let t = Tensor::randn(&[2, 2], (Kind::Float, Device::Cpu)).sum(Kind::Float);";
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = self.context.hover_at(probe, probe.find("sum").unwrap_or(0) + 1);
-        }));
-        trace(&format!("warm-up: rust-analyzer in {:?}", started.elapsed()));
-        let cell = "{ let warm_up = Tensor::ones(&[2, 2], (Kind::Float, Device::Cpu)); \
-                    let _ = warm_up.sum(Kind::Float).double_value(&[]); };";
-        if let Err(e) = self.context.execute(cell) {
-            eprintln!("torchbook: warm-up cell failed (harmless): {e}");
-        }
-        trace(&format!("warm-up done in {:?}", started.elapsed()));
-    }
-
-    /// `:clear`: evcxr drops all state and starts a fresh worker; the worker setup and the
-    /// prelude are loaded again, so the session is as a new kernel's.
-    fn clear(&mut self) -> CellOutcome {
-        if let Err(error) = self.context.execute(":clear") {
-            return CellOutcome::Failed(cell_error::from_evcxr(&error, ":clear"));
-        }
-        if let Err(e) = self.context.execute(WORKER_SETUP) {
-            eprintln!("torchbook: worker setup failed after :clear: {e}");
-        }
-        if let Some(prelude) = &self.prelude {
-            if let Err(error) = self.context.execute(prelude) {
-                return CellOutcome::Failed(cell_error::from_evcxr(&error, prelude));
-            }
-        }
-        CellOutcome::Value(HashMap::new())
-    }
-
-    fn inspect(&mut self, code: &str, byte_pos: usize) -> Inspection {
-        let name_start = code[..byte_pos]
-            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1);
-        let name = &code[name_start..byte_pos];
-        let variable_type = self
-            .context
-            .variables_and_types()
-            .find(|(variable, _)| *variable == name)
-            .map(|(_, ty)| ty.to_owned());
-        // rust-analyzer panics on some inputs; a failed hover is just no information.
-        let hover = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.context.hover_at(code, byte_pos)))
-            .ok()
-            .and_then(Result::ok)
-            .filter(|(plain, _)| !plain.trim().is_empty());
-        Inspection { hover, variable_type }
-    }
-
-    fn execute_cell(&mut self, code: &str, final_value: FinalValue) -> CellOutcome {
-        let variables: Vec<String> = self
-            .context
-            .variables_and_types()
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        if code.trim() == ":clear" {
-            return self.clear();
-        }
-        let events = self.events.clone();
-        let mut callbacks = evcxr::EvalCallbacks {
-            input_reader: &|request| read_input(&events, &request.prompt, request.is_password),
-        };
-        let cell_started = std::time::Instant::now();
-        // With the prelude, the final value is shown by the prelude's code: one compile instead
-        // of evcxr's two (see `final_value`).
-        let rewritten = match (final_value, &self.prelude) {
-            (FinalValue::ThroughPrelude, Some(_)) => crate::final_value::rewrite(code),
-            _ => None,
-        };
-        let as_text;
-        let source = match (&rewritten, final_value, &self.prelude) {
-            (Some(rewritten), _, _) => rewritten.code.as_str(),
-            // evcxr's own `Debug` fallback does not work with the prelude loaded (see
-            // `torchbook::cell_value`), so the prelude formats the value.
-            // (Parenthesised: evcxr takes a line that starts with `:` for a command.)
-            (None, FinalValue::ThroughEvcxr, Some(_)) => {
-                as_text = format!("(::torchbook::cell_value::EvcxrText(format!(\"{{:?}}\", &({code}))))");
-                as_text.as_str()
-            }
-            _ => code,
-        };
-        let result = self.context.execute_with_callbacks(source, &mut callbacks);
-        trace(&format!("cell ran in {:?} ({:?})", cell_started.elapsed(), result.as_ref().map(|o| o.phases.iter().map(|p| (p.name.as_str(), p.duration)).collect::<Vec<_>>()).ok()));
-        match result {
-            Ok(outputs) => CellOutcome::Value(outputs.content_by_mime_type),
-            Err(evcxr::Error::SubprocessTerminated(message)) => {
-                // evcxr has already started a fresh worker; it needs our hooks again.
-                if let Err(e) = self.context.execute(&self.setup) {
-                    eprintln!("torchbook: worker setup failed after restart: {e}");
-                }
-                CellOutcome::Failed(CellError::worker_died(&message, &variables))
-            }
-            Err(error) => CellOutcome::Failed(match &rewritten {
-                Some(rewritten) => cell_error::from_rewritten_cell(&error, code, rewritten),
-                None => cell_error::from_evcxr(&error, code),
-            }),
-        }
-    }
-}
-
-/// Asks the execute handler for a line of input and waits for it (evcxr's input callback, on
-/// the engine thread). `torchbook::input` sends its prompt hex-encoded, because evcxr cuts
-/// prompts at the first `:`.
-fn read_input(events: &UnboundedSender<EngineEvent>, prompt: &str, password: bool) -> String {
-    let prompt = decode_prompt(prompt);
-    let (answer, reply) = std::sync::mpsc::channel();
-    let asked = events.send(EngineEvent::InputRequest { prompt, password, answer }).is_ok();
-    match reply.recv() {
-        Ok(Some(value)) if asked => value.replace(['\r', '\n'], " "),
-        _ => crate::worker_output::INPUT_EOF.to_owned(),
-    }
-}
-
-fn decode_prompt(prompt: &str) -> String {
-    let Some(hex) = prompt.strip_prefix("tbhex") else {
-        return prompt.to_owned();
-    };
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-        .collect();
-    bytes
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_else(|| prompt.to_owned())
-}
-
 /// Moves worker output into the event stream until the engine goes away.
 fn forward_output(
     outputs: evcxr::EvalContextOutputs,
@@ -687,80 +483,5 @@ fn drain(source: &Receiver<String>, linger: Duration, send: &dyn Fn(String) -> b
             }
             None => return,
         }
-    }
-}
-
-/// The kernel's own evcxr working folder (cell crates, build output), removed when the kernel
-/// exits so that kernels do not leave gigabytes behind in /tmp. Two kernels never share one.
-pub struct WorkDir {
-    path: std::path::PathBuf,
-    owned: bool,
-}
-
-impl WorkDir {
-    /// Chooses the folder and points evcxr at it. A user's own `EVCXR_TMPDIR` is respected and
-    /// kept as it is. Call before any thread starts: it sets an environment variable.
-    ///
-    /// Our own folder holds evcxr's crate in `evcxr/` and, above it, a cargo configuration that
-    /// compiles the cells (evcxr's package `ctx`) at `TORCHBOOK_CELL_OPT_LEVEL` (default 0)
-    /// while the runtime and tch stay at evcxr's opt-level 2: measured on the latency bench's
-    /// pattern (a cell after one that defined a tensor), rustc takes 190–210 ms at 0 against
-    /// 250–350 ms at 2, because each new cell's instantiations are codegenned afresh. Cell code
-    /// is glue around the runtime and libtorch; a hot loop written in a cell runs slower.
-    pub fn create() -> std::io::Result<WorkDir> {
-        if let Some(path) = std::env::var_os("EVCXR_TMPDIR") {
-            return Ok(WorkDir {
-                path: path.into(),
-                owned: false,
-            });
-        }
-        let path = std::env::temp_dir().join(format!(
-            "torchbook-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(path.join(".cargo"))?;
-        std::fs::write(path.join(".cargo/config.toml"), cell_profile(&cell_opt_level()))?;
-        let evcxr = path.join("evcxr");
-        std::fs::create_dir_all(&evcxr)?;
-        std::env::set_var("EVCXR_TMPDIR", &evcxr);
-        Ok(WorkDir { path, owned: true })
-    }
-
-    pub fn remove(self) {
-        if self.owned {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-/// `TORCHBOOK_CELL_OPT_LEVEL` when it names a rustc opt-level, else 0.
-fn cell_opt_level() -> String {
-    match std::env::var("TORCHBOOK_CELL_OPT_LEVEL") {
-        Ok(level) if ["0", "1", "2", "3", "s", "z"].contains(&level.as_str()) => level,
-        Ok(other) => {
-            eprintln!("torchbook: TORCHBOOK_CELL_OPT_LEVEL={other:?} is not an opt-level; using 0");
-            "0".to_owned()
-        }
-        Err(_) => "0".to_owned(),
-    }
-}
-
-/// Cargo configuration for evcxr's crate: found by cargo in a parent folder of the crate,
-/// merged with the profile evcxr writes into its Cargo.toml; only the cell crate changes.
-fn cell_profile(opt_level: &str) -> String {
-    let value = if opt_level.parse::<u8>().is_ok() { opt_level.to_owned() } else { format!("{opt_level:?}") };
-    format!("# Written by torchbook: cells compile fast, dependencies stay optimised.\n[profile.dev.package.ctx]\nopt-level = {value}\n")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cell_profile_is_valid_cargo_configuration() {
-        assert_eq!(
-            super::cell_profile("0"),
-            "# Written by torchbook: cells compile fast, dependencies stay optimised.\n[profile.dev.package.ctx]\nopt-level = 0\n"
-        );
-        assert!(super::cell_profile("s").ends_with("opt-level = \"s\"\n"));
     }
 }

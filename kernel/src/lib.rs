@@ -3,7 +3,8 @@
 //!
 //! The path of an `execute_request`: [`transport`] (socket, signature check) →
 //! [`handlers`] (`handlers/execute.rs`) → [`engine`] (evcxr on its own thread, worker output and
-//! [`side_channel`] records) → [`stream_batcher`] → [`transport::Iopub`].
+//! [`side_channel`] records; [`session`] runs the cell, [`final_value`] rewrites its value) →
+//! [`stream_batcher`] → [`transport::Iopub`].
 //!
 //! ```
 //! use torchbook_kernel::protocol::{Content, Message, Signer, WireMessage};
@@ -27,7 +28,9 @@ pub mod is_complete;
 pub mod prelude;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod side_channel;
 pub mod stream_batcher;
 pub mod transport;
 pub mod worker_output;
+pub mod workdir;

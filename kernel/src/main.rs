@@ -2,7 +2,7 @@
 //! `install` writes the kernelspec. The logic lives in the modules below.
 
 use anyhow::Context;
-use torchbook_kernel::{connection, engine, install, prelude, server, worker_output};
+use torchbook_kernel::{connection, engine, install, prelude, server, worker_output, workdir};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,7 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kernel { connection_file } => {
             std::sync::LazyLock::force(&engine::PROCESS_START);
             let info = connection::ConnectionInfo::from_file(&connection_file)?;
-            let workdir = engine::WorkDir::create().context("cannot create a working folder")?;
+            let workdir = workdir::WorkDir::create().context("cannot create a working folder")?;
             prelude::prepare_library_path();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -1,0 +1,77 @@
+//! The kernel's own working folder: evcxr's crate in `evcxr/`, and above it the cargo
+//! configuration that compiles cells at their own opt-level.
+
+/// The kernel's own evcxr working folder (cell crates, build output), removed when the kernel
+/// exits so that kernels do not leave gigabytes behind in /tmp. Two kernels never share one.
+pub struct WorkDir {
+    path: std::path::PathBuf,
+    owned: bool,
+}
+
+impl WorkDir {
+    /// Chooses the folder and points evcxr at it. A user's own `EVCXR_TMPDIR` is respected and
+    /// kept as it is. Call before any thread starts: it sets an environment variable.
+    ///
+    /// Our own folder holds evcxr's crate in `evcxr/` and, above it, a cargo configuration that
+    /// compiles the cells (evcxr's package `ctx`) at `TORCHBOOK_CELL_OPT_LEVEL` (default 0)
+    /// while the runtime and tch stay at evcxr's opt-level 2: measured on the latency bench's
+    /// pattern (a cell after one that defined a tensor), rustc takes 190–210 ms at 0 against
+    /// 250–350 ms at 2, because each new cell's instantiations are codegenned afresh. Cell code
+    /// is glue around the runtime and libtorch; a hot loop written in a cell runs slower.
+    pub fn create() -> std::io::Result<WorkDir> {
+        if let Some(path) = std::env::var_os("EVCXR_TMPDIR") {
+            return Ok(WorkDir {
+                path: path.into(),
+                owned: false,
+            });
+        }
+        let path = std::env::temp_dir().join(format!(
+            "torchbook-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(path.join(".cargo"))?;
+        std::fs::write(path.join(".cargo/config.toml"), cell_profile(&cell_opt_level()))?;
+        let evcxr = path.join("evcxr");
+        std::fs::create_dir_all(&evcxr)?;
+        std::env::set_var("EVCXR_TMPDIR", &evcxr);
+        Ok(WorkDir { path, owned: true })
+    }
+
+    pub fn remove(self) {
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// `TORCHBOOK_CELL_OPT_LEVEL` when it names a rustc opt-level, else 0.
+fn cell_opt_level() -> String {
+    match std::env::var("TORCHBOOK_CELL_OPT_LEVEL") {
+        Ok(level) if ["0", "1", "2", "3", "s", "z"].contains(&level.as_str()) => level,
+        Ok(other) => {
+            eprintln!("torchbook: TORCHBOOK_CELL_OPT_LEVEL={other:?} is not an opt-level; using 0");
+            "0".to_owned()
+        }
+        Err(_) => "0".to_owned(),
+    }
+}
+
+/// Cargo configuration for evcxr's crate: found by cargo in a parent folder of the crate,
+/// merged with the profile evcxr writes into its Cargo.toml; only the cell crate changes.
+fn cell_profile(opt_level: &str) -> String {
+    let value = if opt_level.parse::<u8>().is_ok() { opt_level.to_owned() } else { format!("{opt_level:?}") };
+    format!("# Written by torchbook: cells compile fast, dependencies stay optimised.\n[profile.dev.package.ctx]\nopt-level = {value}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cell_profile_is_valid_cargo_configuration() {
+        assert_eq!(
+            super::cell_profile("0"),
+            "# Written by torchbook: cells compile fast, dependencies stay optimised.\n[profile.dev.package.ctx]\nopt-level = 0\n"
+        );
+        assert!(super::cell_profile("s").ends_with("opt-level = \"s\"\n"));
+    }
+}
