@@ -107,7 +107,7 @@ kernel_test!(two_iopub_subscribers_both_see_output, async {
     let mut k = TestKernel::start().await;
     let mut second = SubSocket::new();
     second
-        .connect(&format!("tcp://127.0.0.1:{}", k.ports.iopub))
+        .connect(&k.iopub_endpoint())
         .await
         .unwrap();
     second.subscribe("").await.unwrap();

@@ -26,7 +26,8 @@ pub struct TestKernel {
     pub control: DealerSocket,
     pub iopub: SubSocket,
     pub heartbeat: ReqSocket,
-    pub ports: Ports,
+    /// `ipc://<folder>/kernel-` : the kernel's channels are this plus their number.
+    endpoint_base: String,
     pub signer: Signer,
     pub session: String,
     dir: PathBuf,
@@ -111,30 +112,27 @@ impl TestKernel {
         Self::launch(env, false).await
     }
 
+    /// Test kernels listen on IPC sockets in their own folder: TCP ports picked in advance can be
+    /// taken by another test's socket before the kernel binds them (tests run in parallel).
     async fn launch(env: &[(&str, &str)], own_group: bool) -> TestKernel {
-        // A port that `free_port` picked can be taken again before the kernel binds it (tests
-        // run in parallel, and every client socket takes an ephemeral port): the kernel then
-        // exits at once, and starts again here on fresh ports.
-        for _ in 0..4 {
-            if let Some(kernel) = Self::launch_once(env, own_group).await {
-                return kernel;
-            }
-        }
-        panic!("the kernel exited before it was ready, four times (see its stderr above)");
-    }
-
-    /// `None` when the kernel exited before saying hello on iopub.
-    async fn launch_once(env: &[(&str, &str)], own_group: bool) -> Option<TestKernel> {
         let dir = temp_dir();
         let key = uuid::Uuid::new_v4().to_string();
-        let (path, ports) = connection_file(&dir, &key);
+        let base = dir.join("kernel");
+        let path = dir.join("connection.json");
+        let info = json!({
+            "transport": "ipc", "ip": base.to_str().unwrap(), "key": key, "signature_scheme": "hmac-sha256",
+            "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5,
+            "kernel_name": "torchbook"
+        });
+        std::fs::write(&path, serde_json::to_vec(&info).unwrap()).unwrap();
+        let endpoint_base = format!("ipc://{}-", base.display());
         let mut command = Command::new(binary());
         command.args(["kernel", "--connection-file"]).arg(&path).envs(env.iter().copied()).stdin(Stdio::null());
         if own_group {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
         }
         let mut process = command.spawn().expect("start torchbook");
-        let endpoint = |port: u16| format!("tcp://127.0.0.1:{port}");
+        let endpoint = |channel: u16| format!("{endpoint_base}{channel}");
         let identity = uuid::Uuid::new_v4().simple().to_string();
         let with_identity = || {
             let mut options = SocketOptions::default();
@@ -147,24 +145,18 @@ impl TestKernel {
         let mut iopub = SubSocket::new();
         let mut heartbeat = ReqSocket::new();
         // The kernel may still be binding: retry connects for a while.
-        for _ in 0..100 {
-            if shell.connect(&endpoint(ports.shell)).await.is_ok() {
+        for _ in 0..200 {
+            if shell.connect(&endpoint(1)).await.is_ok() {
                 break;
             }
+            assert!(process.try_wait().unwrap().is_none(), "the kernel exited at start (see its stderr above)");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let connected = control.connect(&endpoint(ports.control)).await.is_ok()
-            && stdin.connect(&endpoint(ports.stdin)).await.is_ok()
-            && iopub.connect(&endpoint(ports.iopub)).await.is_ok()
-            && heartbeat.connect(&endpoint(ports.hb)).await.is_ok();
-        if !connected {
-            // Nothing listens: the kernel could not bind (it exits) or is unusable.
-            let _ = process.kill();
-            let _ = process.wait();
-            let _ = std::fs::remove_dir_all(&dir);
-            return None;
-        }
+        control.connect(&endpoint(4)).await.unwrap();
+        stdin.connect(&endpoint(3)).await.unwrap();
+        iopub.connect(&endpoint(2)).await.unwrap();
         iopub.subscribe("").await.unwrap();
+        heartbeat.connect(&endpoint(5)).await.unwrap();
         let mut kernel = TestKernel {
             process,
             signer: Signer::new(&key),
@@ -174,21 +166,18 @@ impl TestKernel {
             control,
             iopub,
             heartbeat,
-            ports,
+            endpoint_base,
             session: uuid::Uuid::new_v4().to_string(),
             dir,
         };
-        let started = std::time::Instant::now();
-        let frames = loop {
-            match tokio::time::timeout(Duration::from_secs(2), kernel.iopub.recv()).await {
-                Ok(frames) => break frames.unwrap(),
-                Err(_) if kernel.process.try_wait().unwrap().is_some() => return None,
-                Err(_) => assert!(started.elapsed() < TIMEOUT, "timed out waiting for iopub_welcome"),
-            }
-        };
-        let welcome = kernel.decode(frames);
+        let welcome = kernel.next_iopub().await;
         assert_eq!(welcome.header.msg_type, "iopub_welcome");
-        Some(kernel)
+        kernel
+    }
+
+    /// The kernel's iopub endpoint, for a second subscriber.
+    pub fn iopub_endpoint(&self) -> String {
+        format!("{}2", self.endpoint_base)
     }
 
     pub fn message(&self, msg_type: &str, content: Value) -> Message {
