@@ -23,6 +23,8 @@ fn main() {
         .unwrap_or_default();
     let target = std::env::var("TARGET").unwrap_or_default();
     println!("cargo:rustc-env=TORCHBOOK_RUST_STD_LIB={sysroot}/lib/rustlib/{target}/lib");
+    // Cells are built with this toolchain's cargo and rustc (`cell_build`).
+    println!("cargo:rustc-env=TORCHBOOK_RUST_SYSROOT={sysroot}");
     println!("cargo:rerun-if-env-changed=RUSTC");
     // The worker's interrupt flag must be visible to cell libraries through dlsym.
     println!("cargo:rustc-link-arg-bin=torchbook=-Wl,--export-dynamic-symbol=torchbook_interrupt_flag");

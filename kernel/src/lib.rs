@@ -16,6 +16,7 @@
 //! assert_eq!(decoded.message.header.msg_type, "kernel_info_request");
 //! ```
 
+pub mod cell_build;
 pub mod cell_error;
 pub mod comms;
 pub mod connection;

@@ -2,7 +2,7 @@
 //! `install` writes the kernelspec. The logic lives in the modules below.
 
 use anyhow::Context;
-use torchbook_kernel::{connection, engine, install, prelude, server, worker_output, workdir};
+use torchbook_kernel::{cell_build, connection, engine, install, prelude, server, worker_output, workdir};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +66,12 @@ extern "C" fn on_worker_sigint(_: libc::c_int) {
 }
 
 fn main() {
+    // Started by evcxr as its cargo, or by cargo as the rustc wrapper (see `cell_build`).
+    match cell_build::role() {
+        cell_build::Role::Cargo => std::process::exit(cell_build::run_as_cargo()),
+        cell_build::Role::RustcRecorder => std::process::exit(cell_build::run_as_rustc_recorder()),
+        cell_build::Role::Other => {}
+    }
     if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(libc::SIGINT, on_worker_sigint as *const () as libc::sighandler_t) };

@@ -1,5 +1,6 @@
-//! The kernel's own working folder: evcxr's crate in `evcxr/`, and above it the cargo
-//! configuration that compiles cells at their own opt-level.
+//! The kernel's own working folder: evcxr's crate in `evcxr/`, above it the cargo
+//! configuration that compiles cells at their own opt-level, and the toolchain folder whose
+//! `cargo` builds cells without cargo's overhead (`cell_build`).
 
 /// The kernel's own evcxr working folder (cell crates, build output), removed when the kernel
 /// exits so that kernels do not leave gigabytes behind in /tmp. Two kernels never share one.
@@ -35,6 +36,9 @@ impl WorkDir {
         let evcxr = path.join("evcxr");
         std::fs::create_dir_all(&evcxr)?;
         std::env::set_var("EVCXR_TMPDIR", &evcxr);
+        if let Err(e) = crate::cell_build::install_toolchain(&path) {
+            eprintln!("torchbook: cargo will build every cell ({e})");
+        }
         Ok(WorkDir { path, owned: true })
     }
 

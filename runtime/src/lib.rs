@@ -73,4 +73,6 @@ pub mod prelude {
     pub use crate::tokenizer::Tokenizer;
     pub use crate::tune;
     pub use tch::{self, nn, no_grad, manual_seed, Device, Kind, Tensor};
+    // tch's own shorthands for `(Kind, Device)`, as in tch's examples: `Tensor::randn(&[3, 3], FLOAT_CPU)`.
+    pub use tch::kind::{DOUBLE_CPU, FLOAT_CPU, INT64_CPU};
 }

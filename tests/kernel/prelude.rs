@@ -69,6 +69,41 @@ kernel_test!(final_value_errors_point_at_the_cell_as_written, async {
     assert_eq!(reply["user_expressions"]["twice"]["data"]["text/plain"], "14", "{reply}");
 });
 
+kernel_test!(cells_after_the_first_build_without_cargo_until_a_dependency_changes, async {
+    let dir = support::temp_dir();
+    let log = dir.join("cell-build.log");
+    let built = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut k = TestKernel::start_with_env(&[("TORCHBOOK_CELL_BUILD_LOG", log.to_str().unwrap())]).await;
+    for (code, shown) in [("1 + 1", "2"), ("Tensor::randn(&[3, 3], FLOAT_CPU).size()", "[3, 3]"), ("2 + 3", "5")] {
+        let (reply, iopub) = k.execute(code).await;
+        assert_eq!(reply["status"], "ok", "{code}: {reply}");
+        assert_eq!(result_text(&iopub), shown, "{code}");
+    }
+    assert!(built().contains("rustc built the cell without cargo"), "{}", built());
+    // Errors found by a replayed build read as cargo's.
+    let (reply, _) = k.execute("let x: i32 = \"a\";").await;
+    assert_eq!(reply["ename"], "CompileError", "{reply}");
+    assert!(reply["evalue"].as_str().unwrap().contains("mismatched types"), "{reply}");
+    assert!(reply["traceback"][0].as_str().unwrap().contains("--> cell:1:14"), "{reply}");
+    // A path dependency that changes is rebuilt by cargo, as it would be without the record.
+    let dependency = dir.join("pathdep");
+    std::fs::create_dir_all(dependency.join("src")).unwrap();
+    std::fs::write(dependency.join("Cargo.toml"), "[package]\nname = \"pathdep\"\nversion = \"0.1.0\"\nedition = \"2021\"\n").unwrap();
+    std::fs::write(dependency.join("src/lib.rs"), "pub fn value() -> i32 { 1 }\n").unwrap();
+    let (reply, _) = k.execute(&format!(":dep pathdep = {{ path = {:?} }}", dependency.to_str().unwrap())).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let (_, iopub) = k.execute("pathdep::value()").await;
+    assert_eq!(result_text(&iopub), "1");
+    std::fs::write(dependency.join("src/lib.rs"), "pub fn value() -> i32 { 20 }\n").unwrap();
+    let (_, iopub) = k.execute("pathdep::value()").await;
+    assert_eq!(result_text(&iopub), "20", "the changed dependency is used: {}", built());
+    assert!(built().trim_end().lines().last().unwrap().starts_with("cargo built the cell"), "{}", built());
+    let (_, iopub) = k.execute("pathdep::value() + 1").await;
+    assert_eq!(result_text(&iopub), "21");
+    assert!(built().trim_end().lines().last().unwrap().starts_with("rustc built the cell without cargo"), "{}", built());
+    let _ = std::fs::remove_dir_all(dir);
+});
+
 kernel_test!(two_kernels_load_the_prelude_at_once, async {
     let (mut a, mut b) = tokio::join!(TestKernel::start_with_prelude(), TestKernel::start_with_prelude());
     let code = "Tensor::arange(4, (Kind::Int64, Device::Cpu)).sum(Kind::Int64).int64_value(&[])";

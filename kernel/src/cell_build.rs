@@ -1,0 +1,541 @@
+//! Building cells without cargo's per-build cost: a `cargo` in front of the real one that, once
+//! cargo has built a cell crate, replays cargo's rustc command for the next cells itself.
+//!
+//! evcxr runs `cargo build` for every cell. With tch's ~100 dependencies, cargo spends about
+//! 60 ms (of a ~320 ms trivial cell) deciding that nothing but the cell changed. Where cargo
+//! would do no more than run rustc on the cell crate, this module runs that same command.
+//!
+//! How the pieces fit:
+//! - [`install_toolchain`] (kernel start) makes a rustup "path toolchain" in the kernel's
+//!   folder whose `bin/cargo` is this executable and whose other tools link to the real
+//!   toolchain, and points `RUSTUP_TOOLCHAIN` and `PATH` at it. evcxr finds its cargo through
+//!   `rustup which cargo` (then `PATH`), so it runs [`run_as_cargo`]. evcxr's cargo path
+//!   cannot be set through its API.
+//! - When cargo must run (the first cell, a `:dep`, a changed runtime source…), the stand-in runs
+//!   it with itself as `RUSTC_WRAPPER` ([`run_as_rustc_recorder`]). That records the cell
+//!   crate's rustc command and environment exactly as cargo made them, before running it.
+//! - The record is kept with a key over everything that could make cargo do something else:
+//!   cargo's arguments, the environment, the crate's manifest, lock file and cargo configs, and
+//!   the files of every path dependency (`torchbook`, `torchbook-display`, a user's `:dep` on a
+//!   path). Registry and git dependencies are pinned by the lock file. The next `cargo build`
+//!   with the same key runs the recorded rustc. It then writes the JSON messages cargo would
+//!   (diagnostics wrapped as `compiler-message`, the cell library's `compiler-artifact`), so
+//!   evcxr cannot tell the difference.
+//! - Anything else (`cargo check`, `metadata`, `clean`, another crate, a wrapper evcxr set
+//!   itself) goes to the real cargo unchanged.
+//!
+//! Set `TORCHBOOK_CELL_CARGO=1` to let cargo build every cell, as evcxr does.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::ffi::OsString;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The crate name evcxr gives cell crates.
+const CELL_CRATE: &str = "ctx";
+/// Set by the stand-in cargo for its rustc wrapper: where to record the cell crate's command.
+const RECORD_ENV: &str = "TORCHBOOK_RECORD_CELL_RUSTC";
+/// The real toolchain's cargo and rustc, for the stand-in.
+const REAL_CARGO_ENV: &str = "TORCHBOOK_REAL_CARGO";
+const REAL_RUSTC_ENV: &str = "TORCHBOOK_REAL_RUSTC";
+/// The record, in the crate's target folder (it is only valid for that crate).
+const RECORD_FILE: &str = "target/torchbook-cell-build.json";
+const PENDING_FILE: &str = "target/torchbook-cell-rustc.json";
+const LOG_ENV: &str = "TORCHBOOK_CELL_BUILD_LOG";
+/// rustc errors that mean the dependencies are not what the record expects; cargo sorts it out.
+const STALE_DEPENDENCY_ERRORS: [&str; 4] = ["E0460", "E0461", "E0463", "E0514"];
+
+/// The sysroot of the toolchain this binary was built with: cells must use the same one (the
+/// prelude cache was compiled by it).
+const BUILD_SYSROOT: &str = env!("TORCHBOOK_RUST_SYSROOT");
+
+/// Which role this process was started in, decided from how it was invoked.
+pub enum Role {
+    /// Invoked as `cargo` (through the toolchain folder).
+    Cargo,
+    /// Invoked by cargo as the rustc wrapper while recording.
+    RustcRecorder,
+    Other,
+}
+
+pub fn role() -> Role {
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    if Path::new(&arg0).file_name().is_some_and(|name| name == "cargo") {
+        Role::Cargo
+    } else if std::env::var_os(RECORD_ENV).is_some() && std::env::args_os().nth(1).is_some() {
+        Role::RustcRecorder
+    } else {
+        Role::Other
+    }
+}
+
+/// Makes `<folder>/toolchain` and points rustup and `PATH` at it, so that evcxr's cargo is this
+/// executable. Does nothing when `TORCHBOOK_CELL_CARGO=1` or the build toolchain has no cargo.
+/// Call before any thread starts: it sets environment variables.
+pub fn install_toolchain(folder: &Path) -> std::io::Result<bool> {
+    if std::env::var("TORCHBOOK_CELL_CARGO").is_ok_and(|v| v == "1") {
+        return Ok(false);
+    }
+    let real_bin = Path::new(BUILD_SYSROOT).join("bin");
+    let (real_cargo, real_rustc) = (real_bin.join("cargo"), real_bin.join("rustc"));
+    if !real_cargo.is_file() || !real_rustc.is_file() {
+        return Ok(false);
+    }
+    let toolchain = folder.join("toolchain");
+    let bin = toolchain.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    // rustc, rustdoc, rustfmt… stay the real ones (a user's cell may run them); rustup's path
+    // toolchains need `lib` too.
+    for entry in std::fs::read_dir(&real_bin)? {
+        let entry = entry?;
+        if entry.file_name() != "cargo" {
+            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name()))?;
+        }
+    }
+    std::os::unix::fs::symlink(Path::new(BUILD_SYSROOT).join("lib"), toolchain.join("lib"))?;
+    std::os::unix::fs::symlink(std::env::current_exe()?, bin.join("cargo"))?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let paths = std::iter::once(bin.clone()).chain(std::env::split_paths(&path));
+    let path = std::env::join_paths(paths).map_err(std::io::Error::other)?;
+    std::env::set_var("PATH", path);
+    std::env::set_var("RUSTUP_TOOLCHAIN", &toolchain);
+    std::env::set_var(REAL_CARGO_ENV, real_cargo);
+    std::env::set_var(REAL_RUSTC_ENV, real_rustc);
+    Ok(true)
+}
+
+/// What a recorded build needs to run again.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    key: String,
+    /// Package folders of path dependencies, whose files are part of the key.
+    watched: Vec<PathBuf>,
+    /// rustc and its arguments, as cargo ran it.
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    /// cargo's `compiler-artifact` line for the cell library.
+    artifact: String,
+}
+
+/// `cargo` as evcxr runs it: replays the recorded rustc command when nothing else could
+/// change, else runs the real cargo (recording what it does). Returns the exit code.
+pub fn run_as_cargo() -> i32 {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let Some(real_cargo) = std::env::var_os(REAL_CARGO_ENV) else {
+        eprintln!("torchbook: started as cargo without {REAL_CARGO_ENV}");
+        return 101;
+    };
+    let Ok(cwd) = std::env::current_dir() else {
+        return run_real_cargo(&real_cargo, &args, None);
+    };
+    if !replayable(&args) {
+        return run_real_cargo(&real_cargo, &args, None);
+    }
+    let started = std::time::Instant::now();
+    if let Some(record) = load_record(&cwd) {
+        let matches = key(&args, &cwd, &record.watched).as_deref() == Some(record.key.as_str());
+        trace(&format!("record checked in {:?}: {}", started.elapsed(), if matches { "current" } else { "stale" }));
+        if matches {
+            match replay(&record, &cwd) {
+                Replayed::Done(code) => {
+                    trace(&format!("rustc built the cell without cargo in {:?} (exit {code})", started.elapsed()));
+                    return code;
+                }
+                Replayed::NeedsCargo => trace("recorded cell build is stale; running cargo"),
+            }
+        }
+    }
+    let code = run_real_cargo(&real_cargo, &args, Some(&cwd));
+    let recorded = if cwd.join(RECORD_FILE).exists() { "recorded" } else { "not recorded" };
+    trace(&format!("cargo built the cell in {:?} (exit {code}, {recorded})", started.elapsed()));
+    code
+}
+
+/// `cargo build` with evcxr's JSON messages and no wrapper of evcxr's own.
+fn replayable(args: &[OsString]) -> bool {
+    let first_command = args.iter().find(|a| !a.to_string_lossy().starts_with('-'));
+    first_command.is_some_and(|c| c == "build")
+        && args.iter().any(|a| a == "--message-format=json")
+        && std::env::var_os("RUSTC_WRAPPER").is_none()
+}
+
+/// Runs the real cargo; with `record_in`, as the recording wrapper's cargo, saving the record
+/// when the build succeeds.
+fn run_real_cargo(real_cargo: &OsString, args: &[OsString], record_in: Option<&Path>) -> i32 {
+    let mut command = Command::new(real_cargo);
+    command.args(args);
+    // Cargo's fingerprints were made with the real rustc's path (the prelude cache too).
+    if let Some(real_rustc) = std::env::var_os(REAL_RUSTC_ENV) {
+        if std::env::var_os("RUSTC").is_some_and(|r| same_file(Path::new(&r), Path::new(&real_rustc))) {
+            command.env("RUSTC", &real_rustc);
+        }
+    }
+    let Some(cwd) = record_in else {
+        return exit_code(command.status());
+    };
+    let _ = std::fs::remove_file(cwd.join(RECORD_FILE));
+    let pending = cwd.join(PENDING_FILE);
+    let _ = std::fs::remove_file(&pending);
+    let Ok(this_exe) = std::env::current_exe() else {
+        return exit_code(command.status());
+    };
+    command.env("RUSTC_WRAPPER", this_exe).env(RECORD_ENV, &pending).stdout(Stdio::piped());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("torchbook: cannot run cargo: {e}");
+            return 101;
+        }
+    };
+    // Pass cargo's messages on as they come, keeping the ones the record needs.
+    let mut artifact = None;
+    let mut watched = Vec::new();
+    let stdout = child.stdout.take().expect("piped");
+    let mut out = std::io::stdout().lock();
+    for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        let _ = writeln!(out, "{line}");
+        if let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) {
+            if message["reason"] == "compiler-artifact" {
+                if message["target"]["name"] == CELL_CRATE {
+                    artifact = Some(line.clone());
+                } else if let Some(folder) = path_dependency_folder(&message) {
+                    watched.push(folder);
+                }
+            }
+        }
+    }
+    let _ = out.flush();
+    let code = exit_code(child.wait());
+    if code == 0 {
+        if let (Some(artifact), Some((command, env))) = (artifact, load_pending(&pending)) {
+            watched.sort();
+            watched.dedup();
+            if let Some(key) = key(args, cwd, &watched) {
+                let record = Record { key, watched, command, env, artifact };
+                if let Ok(text) = serde_json::to_string(&record) {
+                    let _ = std::fs::write(cwd.join(RECORD_FILE), text);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&pending);
+    code
+}
+
+/// The package folder of a `path+file://` dependency in a cargo message.
+fn path_dependency_folder(message: &serde_json::Value) -> Option<PathBuf> {
+    let package_id = message["package_id"].as_str()?;
+    if !package_id.starts_with("path+file://") {
+        return None;
+    }
+    Some(Path::new(message["manifest_path"].as_str()?).parent()?.to_owned())
+}
+
+fn load_pending(path: &Path) -> Option<(Vec<String>, Vec<(String, String)>)> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn load_record(cwd: &Path) -> Option<Record> {
+    serde_json::from_slice(&std::fs::read(cwd.join(RECORD_FILE)).ok()?).ok()
+}
+
+enum Replayed {
+    Done(i32),
+    /// The dependencies are not what the record expects: let cargo build.
+    NeedsCargo,
+}
+
+/// Runs the recorded rustc, translating its messages into cargo's.
+fn replay(record: &Record, cwd: &Path) -> Replayed {
+    let Some((program, args)) = record.command.split_first() else {
+        return Replayed::NeedsCargo;
+    };
+    let Ok(artifact) = serde_json::from_str::<serde_json::Value>(&record.artifact) else {
+        return Replayed::NeedsCargo;
+    };
+    let mut child = match Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(record.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(cwd)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(_) => return Replayed::NeedsCargo,
+    };
+    let stderr = child.stderr.take().expect("piped");
+    let mut messages = Vec::new();
+    let mut other = Vec::new();
+    let mut errors = 0;
+    for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(diagnostic) if diagnostic["$message_type"] == "diagnostic" => {
+                if diagnostic["level"] == "error" {
+                    errors += 1;
+                    let code = diagnostic["code"]["code"].as_str().unwrap_or_default();
+                    if STALE_DEPENDENCY_ERRORS.contains(&code) {
+                        let _ = child.wait();
+                        return Replayed::NeedsCargo;
+                    }
+                }
+                messages.push(compiler_message(&artifact, diagnostic));
+            }
+            Ok(_) => {} // artifact notices and future-incompat reports: cargo consumes them
+            Err(_) => other.push(line),
+        }
+    }
+    let success = child.wait().is_ok_and(|status| status.success());
+    let mut out = std::io::stdout().lock();
+    for message in &messages {
+        let _ = writeln!(out, "{message}");
+    }
+    if success {
+        if let Err(e) = uplift(&artifact, args) {
+            eprintln!("torchbook: the cell library was built but cannot be put in place: {e}");
+            return Replayed::Done(101);
+        }
+        let _ = writeln!(out, "{}", record.artifact);
+    }
+    let _ = writeln!(out, "{}", serde_json::json!({"reason": "build-finished", "success": success}));
+    let _ = out.flush();
+    for line in &other {
+        eprintln!("{line}");
+    }
+    if success {
+        Replayed::Done(0)
+    } else {
+        let plural = if errors == 1 { "" } else { "s" };
+        eprintln!("error: could not compile `{CELL_CRATE}` (lib) due to {errors} previous error{plural}");
+        Replayed::Done(101)
+    }
+}
+
+/// Links rustc's output in `--out-dir` to the paths cargo reports (as cargo does: evcxr moves
+/// the reported file away after each cell).
+fn uplift(artifact: &serde_json::Value, rustc_args: &[String]) -> std::io::Result<()> {
+    let out_dir = rustc_args
+        .windows(2)
+        .find(|w| w[0] == "--out-dir")
+        .map(|w| PathBuf::from(&w[1]))
+        .ok_or_else(|| std::io::Error::other("the recorded rustc command has no --out-dir"))?;
+    for reported in artifact["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str()) {
+        let reported = Path::new(reported);
+        let Some(name) = reported.file_name() else { continue };
+        let built = out_dir.join(name);
+        if built != reported {
+            let _ = std::fs::remove_file(reported);
+            if std::fs::hard_link(&built, reported).is_err() {
+                std::fs::copy(&built, reported)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A rustc diagnostic as cargo reports it with `--message-format=json`.
+fn compiler_message(artifact: &serde_json::Value, diagnostic: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "reason": "compiler-message",
+        "package_id": artifact["package_id"],
+        "manifest_path": artifact["manifest_path"],
+        "target": artifact["target"],
+        "message": diagnostic,
+    })
+}
+
+/// The hash of everything that would make cargo do more than rerun the cell crate's rustc.
+/// `None` when something cannot be read (then cargo runs).
+fn key(args: &[OsString], cwd: &Path, watched: &[PathBuf]) -> Option<String> {
+    let mut hash = Sha256::new();
+    let mut add = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    for arg in args {
+        add(arg.as_encoded_bytes());
+    }
+    add(cwd.as_os_str().as_encoded_bytes());
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    env.sort();
+    for (name, value) in &env {
+        add(name.as_encoded_bytes());
+        add(value.as_encoded_bytes());
+    }
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        add(&std::fs::read(cwd.join(file)).ok()?);
+    }
+    // Cargo merges the configs of every folder above the crate and of CARGO_HOME.
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let config_folders = cwd.ancestors().map(|a| a.join(".cargo")).chain(cargo_home);
+    for folder in config_folders {
+        for name in ["config.toml", "config"] {
+            if let Ok(text) = std::fs::read(folder.join(name)) {
+                add(folder.join(name).as_os_str().as_encoded_bytes());
+                add(&text);
+            }
+        }
+    }
+    for folder in watched {
+        add(folder.as_os_str().as_encoded_bytes());
+        add_tree_stamp(folder, &mut add).ok()?;
+    }
+    Some(hex::encode(hash.finalize()))
+}
+
+/// Adds every file's path, size and modification time under `folder` (not `target/` or hidden
+/// folders), in a fixed order: cargo rebuilds a path dependency when one of them changes.
+fn add_tree_stamp(folder: &Path, add: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(folder)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            if name == "target" || name.as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            add_tree_stamp(&entry.path(), add)?;
+        } else {
+            let metadata = std::fs::metadata(entry.path())?;
+            let modified = metadata.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            add(entry.path().as_os_str().as_encoded_bytes());
+            add(&metadata.len().to_le_bytes());
+            add(&modified.as_nanos().to_le_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// The rustc wrapper while cargo builds for a record: saves the cell crate's command and
+/// environment, then runs rustc. Returns rustc's exit code.
+pub fn run_as_rustc_recorder() -> i32 {
+    let mut args = std::env::args_os().skip(1);
+    let rustc = args.next().expect("role() checked there is one");
+    let args: Vec<OsString> = args.collect();
+    let is_cell = args.windows(2).any(|w| w[0] == "--crate-name" && w[1] == CELL_CRATE);
+    if is_cell {
+        if let Some(path) = std::env::var_os(RECORD_ENV) {
+            let command: Option<Vec<String>> =
+                std::iter::once(&rustc).chain(&args).map(|a| a.clone().into_string().ok()).collect();
+            let env: Option<Vec<(String, String)>> = std::env::vars_os()
+                .filter(|(name, _)| name != RECORD_ENV)
+                .map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect();
+            // Not UTF-8 somewhere: no record, and cargo keeps building the cells.
+            if let (Some(command), Some(env)) = (command, env) {
+                if let Ok(text) = serde_json::to_vec(&(command, env)) {
+                    let _ = std::fs::write(path, text);
+                }
+            }
+        }
+    }
+    exit_code(Command::new(rustc).args(args).env_remove(RECORD_ENV).status())
+}
+
+fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
+    match status {
+        Ok(status) => status.code().unwrap_or(101),
+        Err(e) => {
+            eprintln!("torchbook: cannot run the build: {e}");
+            101
+        }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// evcxr keeps cargo's stderr to itself, so the stand-in's account of each build goes to the
+/// file `TORCHBOOK_CELL_BUILD_LOG` names, when set.
+fn trace(what: &str) {
+    if let Some(path) = std::env::var_os(LOG_ENV) {
+        if let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(log, "{what}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tb-cell-build-{name}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(dir.join("Cargo.toml"), "[package]\nname = \"ctx\"\n").unwrap();
+        std::fs::write(dir.join("Cargo.lock"), "# lock\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn key_changes_with_what_cargo_would_look_at() {
+        let crate_dir = folder("crate");
+        let dependency = folder("dep");
+        std::fs::write(dependency.join("src/lib.rs"), "pub fn f() {}\n").unwrap();
+        std::fs::create_dir_all(dependency.join("target")).unwrap();
+        let args: Vec<OsString> = ["build", "--message-format=json"].map(OsString::from).to_vec();
+        let watched = vec![dependency.clone()];
+        let first = key(&args, &crate_dir, &watched).unwrap();
+        assert_eq!(key(&args, &crate_dir, &watched).unwrap(), first, "the key is stable");
+
+        // The cell's own source is not part of it: every cell changes it.
+        std::fs::write(crate_dir.join("src/lib.rs"), "fn cell() {}\n").unwrap();
+        // Nor is a path dependency's build output.
+        std::fs::write(dependency.join("target/x"), "output").unwrap();
+        assert_eq!(key(&args, &crate_dir, &watched).unwrap(), first);
+
+        let other_args: Vec<OsString> = ["build", "--release", "--message-format=json"].map(OsString::from).to_vec();
+        assert_ne!(key(&other_args, &crate_dir, &watched).unwrap(), first);
+        std::fs::write(crate_dir.join("Cargo.toml"), "[package]\nname = \"ctx\"\n[dependencies]\nrand = \"0.9\"\n").unwrap();
+        let with_dependency = key(&args, &crate_dir, &watched).unwrap();
+        assert_ne!(with_dependency, first, "a :dep changes the manifest");
+        std::fs::write(dependency.join("src/new.rs"), "pub fn g() {}\n").unwrap();
+        assert_ne!(key(&args, &crate_dir, &watched).unwrap(), with_dependency, "a path dependency's new file");
+        std::fs::remove_dir_all(crate_dir).unwrap();
+        assert!(key(&args, &dependency, &watched).is_some());
+        std::fs::remove_dir_all(dependency).unwrap();
+    }
+
+    #[test]
+    fn only_cargo_build_with_json_messages_is_replayed() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(replayable(&args(&["build", "--target", "x86_64-unknown-linux-gnu", "--message-format=json"])));
+        assert!(replayable(&args(&["--offline", "build", "--message-format=json"])));
+        assert!(!replayable(&args(&["check", "--message-format=json"])));
+        assert!(!replayable(&args(&["build"])));
+        assert!(!replayable(&args(&["metadata", "--message-format=json"])));
+    }
+
+    #[test]
+    fn diagnostics_are_wrapped_as_cargo_does() {
+        let artifact = serde_json::json!({
+            "reason": "compiler-artifact",
+            "package_id": "path+file:///tmp/k/evcxr#ctx@1.0.0",
+            "manifest_path": "/tmp/k/evcxr/Cargo.toml",
+            "target": {"name": "ctx", "kind": ["cdylib"]},
+        });
+        let diagnostic = serde_json::json!({"$message_type": "diagnostic", "message": "mismatched types", "level": "error"});
+        let message = compiler_message(&artifact, diagnostic.clone());
+        assert_eq!(message["reason"], "compiler-message");
+        assert_eq!(message["target"]["name"], "ctx");
+        assert_eq!(message["message"], diagnostic);
+    }
+
+    #[test]
+    fn path_dependencies_are_recognised() {
+        let path = serde_json::json!({"package_id": "path+file:///work/runtime#torchbook@0.1.0", "manifest_path": "/work/runtime/Cargo.toml"});
+        assert_eq!(path_dependency_folder(&path), Some(PathBuf::from("/work/runtime")));
+        let registry = serde_json::json!({"package_id": "registry+https://github.com/rust-lang/crates.io-index#tch@0.26.0", "manifest_path": "/r/tch/Cargo.toml"});
+        assert_eq!(path_dependency_folder(&registry), None);
+    }
+}
