@@ -9,7 +9,8 @@ ipykernel, measured in one run, kernels alternating, medians (and min/max) over 
   same cell again     the tch cell's code sent again unchanged
   print 10,000 lines  time to idle, and how many stream messages it took
   50 queued cells     50 `1 + 1` requests sent at once -> the last idle
-  RSS                 the kernel process, and its worker process (evcxr's subprocess), in MB
+  RSS                 the kernel process, torchbook's engine process (evcxr and rust-analyzer),
+                      the worker process (evcxr's subprocess) and all of them, in MB
 
 evcxr_jupyter runs in its best configuration: a persistent EVCXR_TMPDIR, so `:dep tch` compiles
 tch once (the first benchmark run takes minutes) and later sessions reuse the build.
@@ -114,15 +115,27 @@ class Session:
         return time.perf_counter() - t0
 
     def rss_mb(self):
+        """(kernel, engine, worker): torchbook's kernel runs evcxr in a child `torchbook engine`,
+        whose child is the worker; evcxr_jupyter's worker is its own child; ipykernel has none."""
         pid = self.km.provisioner.process.pid
-        children = []
-        for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
-            children += (task / "children").read_text().split()
-        return rss(pid), sum(rss(int(c)) for c in children) if children else float("nan")
+        engines = [c for c in children(pid) if b"\0engine" in pathlib.Path(f"/proc/{c}/cmdline").read_bytes()]
+        nan = float("nan")
+        if engines:
+            workers = [w for e in engines for w in children(e)]
+            return rss(pid), sum(rss(e) for e in engines), sum(rss(w) for w in workers) if workers else nan
+        workers = children(pid)
+        return rss(pid), nan, sum(rss(w) for w in workers) if workers else nan
 
     def close(self):
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
+
+
+def children(pid):
+    found = []
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def rss(pid):
@@ -216,7 +229,9 @@ def main():
         print(line)
     print(f"{'  stream messages (10k lines)':32}" + "".join(f"{statistics.median([s for _, s in lines[k]]):14.0f}" for k in kernels))
     print(f"{'RSS kernel process (MB)':32}" + "".join(f"{memory[k][0]:14.1f}" for k in kernels))
-    print(f"{'RSS worker process (MB)':32}" + "".join(f"{memory[k][1]:14.1f}" for k in kernels))
+    print(f"{'RSS engine process (MB)':32}" + "".join(f"{memory[k][1]:14.1f}" for k in kernels))
+    print(f"{'RSS worker process (MB)':32}" + "".join(f"{memory[k][2]:14.1f}" for k in kernels))
+    print(f"{'RSS all processes (MB)':32}" + "".join(f"{sum(m for m in memory[k] if m == m):14.1f}" for k in kernels))
     print(f"\n{args.runs} runs each (first cell: {len(firsts['torchbook'])}), kernels alternating; "
           "targets: trivial <= 0.3x evcxr, tch cell <= 350 ms, first tch cell <= 2.5 s, start <= 500 ms, "
           "kernel RSS <= 40 MB, 50 queued <= 50 x trivial")

@@ -7,7 +7,7 @@ use evcxr::CompilationError;
 use std::fmt::Write;
 
 /// An error to show for a cell.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CellError {
     pub ename: String,
     pub evalue: String,
@@ -86,6 +86,17 @@ impl CellError {
         )];
         traceback.extend(reason.lines().map(str::to_owned));
         CellError::new("EngineUnavailable", reason, traceback)
+    }
+
+    /// The engine process (evcxr and its analyser) ended during the cell; the kernel starts a
+    /// new one for the next request, so everything the session held is gone.
+    pub fn engine_died(how: &str) -> Self {
+        let summary = format!("the Rust engine process stopped ({how})");
+        let traceback = vec![
+            paint("31;1", &format!("The Rust engine process stopped ({how}) while this cell ran.")),
+            "The next cell starts a fresh engine: the session's variables and `:dep`s are lost.".to_owned(),
+        ];
+        CellError::new("EngineDied", &summary, traceback)
     }
 }
 

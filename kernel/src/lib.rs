@@ -2,7 +2,8 @@
 //! integration tests use [`protocol`] to talk to a running kernel.
 //!
 //! The path of an `execute_request`: [`transport`] (socket, signature check) →
-//! [`handlers`] (`handlers/execute.rs`) → [`engine`] (evcxr on its own thread, worker output and
+//! [`handlers`] (`handlers/execute.rs`) → [`engine`] (the kernel's side of the engine process) →
+//! [`engine_wire`] (the pipe) → [`engine_host`] (the engine process: evcxr, worker output and
 //! [`side_channel`] records; [`session`] runs the cell, [`final_value`] rewrites its value) →
 //! [`stream_batcher`] → [`transport::Iopub`].
 //!
@@ -21,6 +22,8 @@ pub mod cell_error;
 pub mod comms;
 pub mod connection;
 pub mod engine;
+pub mod engine_host;
+pub mod engine_wire;
 pub mod final_value;
 pub mod handlers;
 pub mod history;

@@ -2,7 +2,7 @@
 //! `install` writes the kernelspec. The logic lives in the modules below.
 
 use anyhow::Context;
-use torchbook_kernel::{cell_build, connection, engine, install, prelude, server, worker_output, workdir};
+use torchbook_kernel::{cell_build, connection, engine, engine_host, install, prelude, server, worker_output, workdir};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,9 @@ enum Command {
     /// Build the prelude cache (run by `install` and by the first kernel that needs it).
     #[command(hide = true)]
     BuildPrelude,
+    /// Run the engine process (evcxr and the cell worker) for a kernel, over stdin and stdout.
+    #[command(hide = true)]
+    Engine,
 }
 
 #[derive(Args)]
@@ -75,6 +78,11 @@ fn main() {
     if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(libc::SIGINT, on_worker_sigint as *const () as libc::sighandler_t) };
+        // A worker outlives a killed engine process otherwise (a cell in an endless loop never
+        // reads the closed pipe). The engine starts workers from its main thread, which lives
+        // as long as the engine does.
+        // SAFETY: prctl with constant arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         // Tells torchbook-display in cells that a kernel reads its records.
         std::env::set_var("TORCHBOOK_OUTPUT", "records");
         if let Err(error) = worker_output::install() {
@@ -101,11 +109,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let served = runtime.block_on(server::serve(info));
+            let served = runtime.block_on(server::serve(info, workdir.engine_folder()));
             workdir.remove();
             served?;
             // Detached tasks and the engine thread are not waited for: the work is done.
             std::process::exit(0);
+        }
+        Command::Engine => {
+            std::sync::LazyLock::force(&engine::PROCESS_START);
+            std::process::exit(engine_host::run());
         }
         Command::BuildPrelude => {
             prelude::prepare_library_path();

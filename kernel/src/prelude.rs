@@ -197,7 +197,13 @@ fn seed_dir(root: &Path, dir: &Path, target_root: &Path) -> std::io::Result<()> 
             seed_dir(root, &path, target_root)?;
         } else if kind.is_symlink() {
             let _ = std::os::unix::fs::symlink(std::fs::read_link(&path)?, &dest);
-        } else if !(shareable(relative) && std::fs::hard_link(&path, &dest).is_ok()) {
+        } else {
+            // A folder seeded before (a user's own EVCXR_TMPDIR) holds links into the cache:
+            // copying onto one would write into the cache's file.
+            let _ = std::fs::remove_file(&dest);
+            if shareable(relative) && std::fs::hard_link(&path, &dest).is_ok() {
+                continue;
+            }
             std::fs::copy(&path, &dest)?;
             if local_fingerprint(relative) {
                 continue; // a fresh copy is dated now, see `seed`

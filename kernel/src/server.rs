@@ -2,7 +2,7 @@
 //! (a shutdown request, the parent process going away, or SIGTERM). SIGINT never stops it.
 
 use crate::connection::ConnectionInfo;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineFolder};
 use crate::handlers::{ControlHandler, KernelState, ShellHandler};
 use crate::protocol::Signer;
 use crate::transport::{self, Sockets};
@@ -12,10 +12,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 /// Runs the kernel until it is told to stop.
-pub async fn serve(info: ConnectionInfo) -> Result<(), transport::BindError> {
+pub async fn serve(info: ConnectionInfo, engine_folder: EngineFolder) -> Result<(), transport::BindError> {
+    // First, so that a SIGINT sent as soon as the kernel answers cannot find the default action.
+    let mut interrupts = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let sockets = Sockets::bind(&info).await?;
     // Start evcxr now, so its warm-up overlaps the frontend's first kernel_info round trip.
-    let engine = Engine::start();
+    let engine = Engine::start(engine_folder);
     let session = uuid::Uuid::new_v4().to_string();
     let signer = Arc::new(Mutex::new(Signer::new(&info.key)));
 
@@ -69,8 +72,6 @@ pub async fn serve(info: ConnectionInfo) -> Result<(), transport::BindError> {
         }
     });
 
-    let mut interrupts = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut parent_check = tokio::time::interval(Duration::from_millis(500));
     let parent = ParentWatch::from_env();
     loop {

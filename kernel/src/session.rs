@@ -3,7 +3,8 @@
 //! idle warm-up, `:clear`, inspection, and input requests to the frontend.
 
 use crate::cell_error::{self, CellError};
-use crate::engine::{trace, CellOutcome, EngineEvent, Inspection, WORKER_SETUP};
+use crate::engine::{trace, CellOutcome, EngineEvent, Inspection};
+use crate::engine_host::WORKER_SETUP;
 use crate::prelude::{prelude_cell, PreludeConfig};
 use std::collections::HashMap;
 use tokio::sync::mpsc::UnboundedSender;

@@ -3,14 +3,14 @@
 //! through line by line and in order, so a record keeps its place among the cell's printed text.
 //! The format is specified in docs/ARCHITECTURE.md; `torchbook-display` writes the same framing.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The marker that starts every record line.
 pub const RECORD_PREFIX: &str = "\u{1e}torchbook ";
 
 /// One record from the worker.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
     /// A panic in cell code, reported by the panic hook installed in every worker.
@@ -52,7 +52,7 @@ pub enum Record {
 }
 
 /// Which of the worker's streams a `Stream` record carries.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamKind {
     Stdout,

@@ -42,6 +42,23 @@ impl WorkDir {
         Ok(WorkDir { path, owned: true })
     }
 
+    /// Where the engine's nth start keeps evcxr's folder. The first uses `evcxr/`; an engine
+    /// started after one died gets a fresh sibling, because seeding over the dead engine's
+    /// folder would write through the hard links into the prelude cache. A user's own
+    /// `EVCXR_TMPDIR` is always used as it is.
+    pub fn engine_folder(&self) -> crate::engine::EngineFolder {
+        let (path, owned) = (self.path.clone(), self.owned);
+        Box::new(move |start| {
+            if !owned || start == 0 {
+                return None;
+            }
+            let folder = path.join(format!("evcxr-{start}"));
+            let _ = std::fs::remove_dir_all(path.join(if start == 1 { "evcxr".to_owned() } else { format!("evcxr-{}", start - 1) }));
+            std::fs::create_dir_all(&folder).ok()?;
+            Some(folder)
+        })
+    }
+
     pub fn remove(self) {
         if self.owned {
             let _ = std::fs::remove_dir_all(&self.path);

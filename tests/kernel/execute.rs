@@ -103,6 +103,41 @@ kernel_test!(worker_crash_is_reported_and_kernel_recovers, async {
     assert_eq!(reply["ename"], "Panic");
 });
 
+kernel_test!(engine_process_death_fails_the_cell_and_a_fresh_engine_takes_over, async {
+    let mut k = TestKernel::start().await;
+    let (reply, _) = k.execute("let kept = 5;").await;
+    assert_eq!(reply["status"], "ok");
+    // evcxr runs in a child process of the kernel, `torchbook engine`.
+    let children = |pid: u32| -> Vec<u32> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks
+            .flat_map(|t| std::fs::read_to_string(t.unwrap().path().join("children")).unwrap_or_default()
+                .split_whitespace().map(|c| c.parse().unwrap()).collect::<Vec<u32>>())
+            .collect()
+    };
+    let engines: Vec<u32> = children(k.process.id())
+        .into_iter()
+        .filter(|c| std::fs::read_to_string(format!("/proc/{c}/cmdline")).unwrap_or_default().contains("\0engine"))
+        .collect();
+    assert_eq!(engines.len(), 1, "one engine process");
+    let id = k.send_shell("execute_request", json!({"code": "std::thread::sleep(std::time::Duration::from_secs(60));"})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::process::Command::new("kill").args(["-KILL", &engines[0].to_string()]).status().unwrap();
+    let reply = k.shell_reply().await;
+    assert_eq!(reply.parent_header.unwrap().msg_id, id);
+    let content = reply.content.to_value();
+    assert_eq!(content["ename"], "EngineDied", "{content}");
+    assert!(content["evalue"].as_str().unwrap().contains("signal 9"), "{content}");
+    k.iopub_until_idle(&id).await;
+    // The kernel stays up; the next cell gets a fresh engine, without the old variables.
+    let (reply, iopub) = k.execute("1 + 1").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(support::result_text(&iopub), "2");
+    let (reply, _) = k.execute("kept").await;
+    assert_eq!(reply["ename"], "CompileError", "{reply}");
+    assert_eq!(children(k.process.id()).len(), 1, "the dead engine was reaped and replaced");
+});
+
 kernel_test!(evcxr_commands_pass_through, async {
     let mut k = TestKernel::start().await;
     k.execute("let answer: u64 = 42;").await;

@@ -1,0 +1,437 @@
+//! The engine process (`torchbook engine`, started by the kernel): evcxr's `CommandContext`,
+//! its rust-analyzer database and the cell worker live here, so that the kernel process that
+//! holds the sockets stays small and survives whatever happens to them. It talks to the kernel
+//! over its stdin and stdout ([`crate::engine_wire`]) and ends when its stdin closes.
+//!
+//! Inside, evcxr runs on the main thread and a forwarder turns the worker's output into an
+//! ordered stream of [`EngineEvent`]s. Ordering matters: evcxr hands us stdout lines on one
+//! channel and returns from `execute` only once that channel is drained. The engine thread
+//! therefore does not report a cell's outcome itself; it passes it to the forwarder thread,
+//! which has already forwarded every stdout line it took, drains what is left, and only then
+//! emits [`EngineEvent::Finished`]. What runs a cell inside evcxr is in [`crate::session`].
+
+use crate::cell_error::CellError;
+use crate::engine::{trace, CellOutcome, Completions, EngineEvent, Inspection};
+use crate::engine_wire::{write_line, FromEngine, ToEngine};
+use crate::prelude::{PreludeConfig, PreludeUnavailable};
+use crate::session::{FinalValue, Session};
+use crate::side_channel;
+use crossbeam_channel::{select, Receiver};
+use std::io::{BufRead, Write};
+use std::process::Child;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+/// Rust run once in every fresh worker: it routes panics to the side channel so that the kernel
+/// can report them as errors (evcxr catches the unwind and would otherwise report success).
+pub(crate) const WORKER_SETUP: &str = include_str!("worker_setup.rs");
+
+/// Runs the engine process until the kernel closes its stdin. Call first thing in the process:
+/// it rearranges the standard descriptors.
+pub fn run() -> i32 {
+    let protocol = take_stdout();
+    // jupyter_client's signal mode sends SIGINT to the kernel's whole process group: the kernel
+    // turns it into an interrupt of the cell; the engine must just survive it. A handler (not
+    // SIG_IGN) is reset in the programs we start, so cargo and rustc behave as before.
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: an empty handler is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, ignore as *const () as libc::sighandler_t) };
+
+    let (out, queued) = std::sync::mpsc::channel::<FromEngine>();
+    std::thread::Builder::new()
+        .name("engine-writer".into())
+        .spawn(move || write_messages(protocol, queued))
+        .expect("spawn writer thread");
+    let worker = WorkerProcess::default();
+    let (requests, request_rx) = std::sync::mpsc::channel();
+    let (event_tx, mut event_rx) = unbounded_channel::<EngineEvent>();
+    let waiting_for_input: Arc<Mutex<Option<Sender<Option<String>>>>> = Default::default();
+
+    let (pump_out, pump_input) = (out.clone(), waiting_for_input.clone());
+    std::thread::Builder::new()
+        .name("engine-events".into())
+        .spawn(move || {
+            while let Some(event) = event_rx.blocking_recv() {
+                let message = match event {
+                    EngineEvent::Stdout(text) => FromEngine::Stdout { text },
+                    EngineEvent::Stderr(text) => FromEngine::Stderr { text },
+                    EngineEvent::Record(record) => FromEngine::Record { record },
+                    EngineEvent::Finished(outcome) => FromEngine::Finished { outcome },
+                    EngineEvent::InputRequest { prompt, password, answer } => {
+                        *pump_input.lock().unwrap() = Some(answer);
+                        FromEngine::InputRequest { prompt, password }
+                    }
+                };
+                if pump_out.send(message).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawn events thread");
+
+    let reader_worker = worker.clone();
+    std::thread::Builder::new()
+        .name("engine-requests".into())
+        .spawn(move || {
+            let stdin = std::io::stdin().lock();
+            for line in stdin.lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<ToEngine>(&line) {
+                    Ok(request) => take_request(request, &requests, &out, &waiting_for_input, &reader_worker),
+                    Err(e) => eprintln!("torchbook engine: ignoring a request that does not parse ({e})"),
+                }
+            }
+            // The kernel is gone (or shutting down): take the worker along.
+            reader_worker.kill();
+            std::process::exit(0);
+        })
+        .expect("spawn requests thread");
+
+    run_engine(request_rx, event_tx, worker);
+    0
+}
+
+/// The protocol's output: the process's stdout, moved to a descriptor that the programs we start
+/// do not inherit (a worker holding it would hide our death from the kernel). Standard output
+/// itself then goes to stderr, so a stray print cannot break the protocol.
+fn take_stdout() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    // SAFETY: duplicating this process's standard descriptors before any other thread runs.
+    unsafe {
+        let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        assert!(fd >= 0, "cannot duplicate stdout: {}", std::io::Error::last_os_error());
+        libc::dup2(2, 1);
+        std::fs::File::from_raw_fd(fd)
+    }
+}
+
+/// Writes messages as they come, flushing when none is waiting (output of 10,000 lines becomes
+/// a few writes). Ends the process when the kernel stops reading.
+fn write_messages(protocol: std::fs::File, queued: std::sync::mpsc::Receiver<FromEngine>) {
+    let mut out = std::io::BufWriter::new(protocol);
+    while let Ok(message) = queued.recv() {
+        let mut written = write_line(&mut out, &message);
+        while let (Ok(()), Ok(message)) = (&written, queued.try_recv()) {
+            written = write_line(&mut out, &message);
+        }
+        if written.and_then(|()| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+fn take_request(
+    request: ToEngine,
+    requests: &Sender<EngineRequest>,
+    out: &Sender<FromEngine>,
+    waiting_for_input: &Mutex<Option<Sender<Option<String>>>>,
+    worker: &WorkerProcess,
+) {
+    // Answers come from the engine thread; a thread per question keeps this reader free for
+    // interrupts and input replies (they are rare: inspection, completion, user_expressions).
+    fn answer<T: Send + 'static>(
+        out: &Sender<FromEngine>,
+        reply: tokio::sync::oneshot::Receiver<T>,
+        message: impl FnOnce(Option<T>) -> FromEngine + Send + 'static,
+    ) {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            let _ = out.send(message(reply.blocking_recv().ok()));
+        });
+    }
+    let stopped = || CellOutcome::Failed(CellError::engine_unavailable("the engine thread stopped"));
+    match request {
+        ToEngine::Execute { code } => {
+            if requests.send(EngineRequest::Execute(code)).is_err() {
+                let _ = out.send(FromEngine::Finished { outcome: stopped() });
+            }
+        }
+        ToEngine::Evaluate { id, expression } => {
+            let (reply, answered) = tokio::sync::oneshot::channel();
+            let _ = requests.send(EngineRequest::Evaluate { expression, reply });
+            answer(out, answered, move |outcome| FromEngine::Evaluated { id, outcome: outcome.unwrap_or_else(stopped) });
+        }
+        ToEngine::Complete { id, code, byte_pos } => {
+            let (reply, answered) = tokio::sync::oneshot::channel();
+            let _ = requests.send(EngineRequest::Complete { code, byte_pos, reply });
+            answer(out, answered, move |completions| FromEngine::Completed { id, completions: completions.unwrap_or_default() });
+        }
+        ToEngine::Inspect { id, code, byte_pos } => {
+            let (reply, answered) = tokio::sync::oneshot::channel();
+            let _ = requests.send(EngineRequest::Inspect { code, byte_pos, reply });
+            answer(out, answered, move |inspection| FromEngine::Inspected { id, inspection: inspection.unwrap_or_default() });
+        }
+        ToEngine::InputReply { value } => {
+            if let Some(waiting) = waiting_for_input.lock().unwrap().take() {
+                let _ = waiting.send(value);
+            }
+        }
+        ToEngine::InterruptWorker => worker.interrupt(),
+        ToEngine::KillWorker => worker.kill(),
+    }
+}
+
+/// evcxr's worker process, once started (evcxr keeps the handle valid across restarts).
+#[derive(Clone, Default)]
+struct WorkerProcess {
+    child: Arc<OnceLock<Arc<Mutex<Child>>>>,
+}
+
+impl WorkerProcess {
+    fn interrupt(&self) {
+        if let Some(child) = self.child.get() {
+            if let Ok(child) = child.lock() {
+                // SAFETY: sending a signal to our own child process.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            }
+        }
+    }
+
+    /// Kills the worker; evcxr restarts it and the cell reports which variables were lost.
+    fn kill(&self) {
+        if let Some(child) = self.child.get() {
+            if let Ok(mut child) = child.lock() {
+                let _ = child.kill();
+            }
+        }
+    }
+}
+
+enum EngineRequest {
+    Execute(String),
+    /// An expression evaluated for its value alone (`user_expressions`), outside the output
+    /// stream of a cell.
+    Evaluate {
+        expression: String,
+        reply: tokio::sync::oneshot::Sender<CellOutcome>,
+    },
+    Complete {
+        code: String,
+        byte_pos: usize,
+        reply: tokio::sync::oneshot::Sender<Completions>,
+    },
+    Inspect {
+        code: String,
+        byte_pos: usize,
+        reply: tokio::sync::oneshot::Sender<Inspection>,
+    },
+}
+
+fn run_engine(
+    requests: std::sync::mpsc::Receiver<EngineRequest>,
+    events: UnboundedSender<EngineEvent>,
+    worker: WorkerProcess,
+) {
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<CellOutcome>();
+    let note = |line: String| {
+        let _ = events.send(EngineEvent::Stderr(line));
+    };
+    let begun = std::time::Instant::now();
+    let prelude = prepare_prelude(&events);
+    trace(&format!("prelude cache prepared in {:?}", begun.elapsed()));
+    let started = evcxr::CommandContext::new();
+    trace(&format!("evcxr worker started after {:?}", begun.elapsed()));
+    let mut session = match started {
+        Ok((context, outputs)) => {
+            let _ = worker.child.set(context.process_handle());
+            let forward_events = events.clone();
+            std::thread::Builder::new()
+                .name("engine-output".into())
+                .spawn(move || forward_output(outputs, done_rx, forward_events))
+                .expect("spawn output thread");
+            Some(Session::start(context, prelude, events.clone(), &note))
+        }
+        Err(e) => {
+            eprintln!("torchbook: the Rust engine could not start: {e}");
+            drop(done_rx);
+            let reason = e.to_string();
+            // Without evcxr every cell gets the same clear error; the kernel itself stays up.
+            for request in requests.iter() {
+                let error = CellError::engine_unavailable(&reason);
+                match request {
+                    EngineRequest::Execute(_) => {
+                        let _ = events.send(EngineEvent::Finished(CellOutcome::Failed(error)));
+                    }
+                    EngineRequest::Evaluate { reply, .. } => {
+                        let _ = reply.send(CellOutcome::Failed(error));
+                    }
+                    EngineRequest::Complete { .. } | EngineRequest::Inspect { .. } => {}
+                }
+            }
+            None
+        }
+    };
+    let Some(session) = session.as_mut() else {
+        return;
+    };
+    // A kernel is usually idle for a while after it starts (the user reads, types): use that
+    // time for the first-use costs a tch cell would otherwise pay. A request that is already
+    // waiting goes first, and skips the warm-up.
+    let waiting = match requests.try_recv() {
+        Ok(request) => Some(request),
+        Err(std::sync::mpsc::TryRecvError::Empty) => {
+            session.warm_up();
+            None
+        }
+        Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+    };
+    for request in waiting.into_iter().chain(requests.iter()) {
+        match request {
+            EngineRequest::Execute(code) => {
+                let outcome = session.execute_cell(&code, FinalValue::ThroughPrelude);
+                if done_tx.send(outcome).is_err() {
+                    return;
+                }
+            }
+            EngineRequest::Evaluate { expression, reply } => {
+                let _ = reply.send(session.execute_cell(&expression, FinalValue::ThroughEvcxr));
+            }
+            EngineRequest::Complete {
+                code,
+                byte_pos,
+                reply,
+            } => {
+                let completions = match session.context.completions(&code, byte_pos) {
+                    Ok(c) => Completions {
+                        matches: c.completions.into_iter().map(|c| c.code).collect(),
+                        start: c.start_offset,
+                        end: c.end_offset,
+                    },
+                    Err(_) => Completions {
+                        matches: Vec::new(),
+                        start: byte_pos,
+                        end: byte_pos,
+                    },
+                };
+                let _ = reply.send(completions);
+            }
+            EngineRequest::Inspect { code, byte_pos, reply } => {
+                let _ = reply.send(session.inspect(&code, byte_pos));
+            }
+        }
+    }
+}
+
+/// Finds or builds the prelude cache and seeds this kernel's evcxr folder from it. Returns the
+/// configuration when the prelude can be loaded; otherwise says why (once, in the first cell).
+fn prepare_prelude(events: &UnboundedSender<EngineEvent>) -> Option<PreludeConfig> {
+    let say = |line: String| {
+        let _ = events.send(EngineEvent::Stderr(line));
+    };
+    let config = match PreludeConfig::from_env() {
+        Ok(config) => config,
+        Err(PreludeUnavailable::Disabled) => return None,
+        Err(why) => {
+            say(format!("torchbook: running plain Rust without the tch prelude: {why}"));
+            return None;
+        }
+    };
+    let cache = config.cache_dir();
+    if !cache.exists() {
+        if let Err(e) = build_prelude_in_subprocess(events) {
+            say(format!("torchbook: the prelude could not be built, so cells run plain Rust: {e}"));
+            return None;
+        }
+    }
+    let workdir = std::env::var_os("EVCXR_TMPDIR").map(std::path::PathBuf::from);
+    match workdir {
+        Some(dir) => match crate::prelude::seed(&cache, &dir) {
+            Ok(()) => Some(config),
+            Err(e) => {
+                say(format!("torchbook: could not copy the prelude cache ({e}); it will be rebuilt in this session"));
+                Some(config)
+            }
+        },
+        None => Some(config),
+    }
+}
+
+/// Runs `torchbook build-prelude`, streaming its progress lines into the first cell's output.
+fn build_prelude_in_subprocess(events: &UnboundedSender<EngineEvent>) -> Result<(), String> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(exe)
+        .arg("build-prelude")
+        .env_remove("EVCXR_TMPDIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let lines: Vec<String> = std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect();
+        lines
+    });
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+        let _ = events.send(EngineEvent::Stderr(line));
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let errors = errors.join().unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        let tail: Vec<&String> = errors.iter().rev().take(15).collect();
+        Err(tail.into_iter().rev().map(String::as_str).collect::<Vec<_>>().join("\n"))
+    }
+}
+
+/// Moves worker output into the event stream until the engine goes away.
+fn forward_output(
+    outputs: evcxr::EvalContextOutputs,
+    done: Receiver<CellOutcome>,
+    events: UnboundedSender<EngineEvent>,
+) {
+    let send_stdout = |line: String| {
+        let event = match side_channel::parse(&line) {
+            Some(record) => EngineEvent::Record(record),
+            None => EngineEvent::Stdout(line),
+        };
+        events.send(event).is_ok()
+    };
+    // The worker's stderr relay sends text without a newline as records too.
+    let send_stderr = |line: String| {
+        let event = match side_channel::parse(&line) {
+            Some(record) => EngineEvent::Record(record),
+            None => EngineEvent::Stderr(line),
+        };
+        events.send(event).is_ok()
+    };
+    loop {
+        let alive = select! {
+            recv(outputs.stdout) -> line => line.map(|l| send_stdout(l)).unwrap_or(false),
+            recv(outputs.stderr) -> line => line.map(|l| send_stderr(l)).unwrap_or(false),
+            recv(done) -> outcome => match outcome {
+                Ok(outcome) => {
+                    drain(&outputs.stdout, Duration::ZERO, &send_stdout);
+                    // The worker's stderr is read by another thread: give lines written just
+                    // before the cell ended a moment to arrive, so they stay with their cell.
+                    drain(&outputs.stderr, Duration::from_millis(3), &send_stderr);
+                    events.send(EngineEvent::Finished(outcome)).is_ok()
+                }
+                Err(_) => false,
+            },
+        };
+        if !alive {
+            return;
+        }
+    }
+}
+
+fn drain(source: &Receiver<String>, linger: Duration, send: &dyn Fn(String) -> bool) {
+    loop {
+        let next = if linger.is_zero() {
+            source.try_recv().ok()
+        } else {
+            source.recv_timeout(linger).ok()
+        };
+        match next {
+            Some(line) => {
+                send(line);
+            }
+            None => return,
+        }
+    }
+}
