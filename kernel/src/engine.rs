@@ -127,6 +127,9 @@ impl Link {
         let start = self.starts.fetch_add(1, Ordering::SeqCst);
         let mut command = Command::new(std::env::current_exe()?);
         command.arg("engine").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        // A group of its own, so that killing a stuck engine takes its cargo and rustc along.
+        // (SIGINT to the kernel's group then no longer reaches it; the kernel forwards it.)
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         if let Some(folder) = (self.folder)(start) {
             command.env("EVCXR_TMPDIR", folder);
         }
@@ -155,7 +158,10 @@ impl Link {
     /// its analyser is stuck). Its reader then reports the cell as failed.
     fn kill_engine(&self) {
         if let Some(engine) = self.process.lock().unwrap().as_ref() {
-            let _ = engine.child.lock().map(|mut c| c.kill());
+            if let Ok(child) = engine.child.lock() {
+                // SAFETY: signalling the process group we created for the engine.
+                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            }
         }
     }
 }
@@ -265,8 +271,9 @@ impl WorkerHandle {
 
     /// Interrupts the running cell (DESIGN §3): SIGINT first, which the prelude turns into the
     /// flag that `fit` and `check_interrupt()` poll, so the cell stops and keeps its state; if the
-    /// same cell is still running after `grace`, the worker is killed, and after another `grace`
-    /// the engine process too (evcxr itself is stuck). Does nothing when idle.
+    /// same cell is still running after `grace`, the worker is killed. If even that does not end
+    /// it within [`ENGINE_GRACE`] (or `grace`, if longer), evcxr itself is stuck and the engine
+    /// process is killed too. Does nothing when idle.
     pub fn interrupt(&self, grace: Duration) -> bool {
         self.interrupts.send_modify(|n| *n += 1);
         let cell = self.running.load(Ordering::SeqCst);
@@ -279,7 +286,7 @@ impl WorkerHandle {
             std::thread::sleep(grace);
             if handle.running.load(Ordering::SeqCst) == cell {
                 handle.kill();
-                std::thread::sleep(grace);
+                std::thread::sleep(grace.max(ENGINE_GRACE));
                 if handle.running.load(Ordering::SeqCst) == cell {
                     handle.link.kill_engine();
                 }
@@ -293,6 +300,10 @@ impl WorkerHandle {
         self.interrupts.subscribe()
     }
 }
+
+/// How long evcxr may take, after the worker was killed, to start a new one and load the worker
+/// setup again (a compile) before the engine counts as stuck.
+pub const ENGINE_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a cell may take to honour an interrupt before its worker is killed
 /// (`TORCHBOOK_INTERRUPT_GRACE_MS`, default 3000).

@@ -32,9 +32,9 @@ pub(crate) const WORKER_SETUP: &str = include_str!("worker_setup.rs");
 /// it rearranges the standard descriptors.
 pub fn run() -> i32 {
     let protocol = take_stdout();
-    // jupyter_client's signal mode sends SIGINT to the kernel's whole process group: the kernel
-    // turns it into an interrupt of the cell; the engine must just survive it. A handler (not
-    // SIG_IGN) is reset in the programs we start, so cargo and rustc behave as before.
+    // Interrupts come from the kernel as requests; a SIGINT sent here directly must not end
+    // the session. A handler (not SIG_IGN) is reset in the programs we start, so cargo and
+    // rustc keep the default action.
     extern "C" fn ignore(_: libc::c_int) {}
     // SAFETY: an empty handler is async-signal-safe.
     unsafe { libc::signal(libc::SIGINT, ignore as *const () as libc::sighandler_t) };

@@ -138,6 +138,35 @@ kernel_test!(engine_process_death_fails_the_cell_and_a_fresh_engine_takes_over, 
     assert_eq!(children(k.process.id()).len(), 1, "the dead engine was reaped and replaced");
 });
 
+kernel_test!(interrupting_a_compile_that_never_ends_restarts_the_engine, async {
+    let mut k = TestKernel::start_with_env(&[("TORCHBOOK_PRELUDE", "0"), ("TORCHBOOK_INTERRUPT_GRACE_MS", "500")]).await;
+    // rustc's const evaluator loops for ever (the lint that would stop it is allowed).
+    let endless = "#[allow(long_running_const_eval)]\nconst X: u64 = { let mut i = 0u64; loop { i = i.wrapping_add(1); } };\nX";
+    let id = k.send_shell("execute_request", json!({"code": endless})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    k.send_control("interrupt_request", json!({})).await;
+    k.control_reply().await;
+    let reply = k.shell_reply().await;
+    assert_eq!(reply.parent_header.unwrap().msg_id, id);
+    let content = reply.content.to_value();
+    assert_eq!(content["ename"], "EngineDied", "killing the worker cannot stop a compile: {content}");
+    k.iopub_until_idle(&id).await;
+    // The engine's rustc went with it (its command line names the kernel's folder)...
+    let folder = format!("/tmp/torchbook-{}-", k.process.id());
+    let compiling = || {
+        std::fs::read_dir("/proc").unwrap().filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&folder) && c.contains("--crate-name ctx"))
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(compiling(), 0, "no rustc of the killed engine is left");
+    // ...and the next cell runs in a fresh engine.
+    let (reply, iopub) = k.execute("6 * 7").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(support::result_text(&iopub), "42");
+});
+
 kernel_test!(evcxr_commands_pass_through, async {
     let mut k = TestKernel::start().await;
     k.execute("let answer: u64 = 42;").await;
