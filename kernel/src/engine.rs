@@ -359,6 +359,12 @@ impl Engine {
     /// Queues a cell; its output and outcome arrive through [`Engine::next_event`].
     pub fn execute(&self, code: &str) {
         self.worker.cell_started();
+        let replacing = self.link.starts.load(Ordering::SeqCst) > 0
+            && !self.link.process.lock().unwrap().as_ref().is_some_and(|p| p.alive.load(Ordering::SeqCst));
+        if replacing {
+            let note = "torchbook: starting a fresh Rust engine (the previous one stopped); this cell waits for it\n";
+            let _ = self.link.events.send(EngineEvent::Stderr(note.to_owned()));
+        }
         if !self.link.send(&ToEngine::Execute { code: code.to_owned() }, true) {
             let error = CellError::engine_unavailable("the engine process could not be started or reached");
             let _ = self.link.events.send(EngineEvent::Finished(CellOutcome::Failed(error)));
@@ -407,12 +413,17 @@ impl Engine {
 }
 
 /// Timings of the engine's phases on stderr (the kernel's log) when `TORCHBOOK_TRACE` is set:
-/// the first thing to look at when a cell is slow.
+/// the first thing to look at when a cell is slow. Times count from the start of the process
+/// that writes the line, the kernel's or the engine's.
 pub fn trace(what: &str) {
     if std::env::var_os("TORCHBOOK_TRACE").is_some() {
-        eprintln!("torchbook trace [{:>6} ms]: {what}", PROCESS_START.elapsed().as_millis());
+        let process = if IN_ENGINE.load(Ordering::Relaxed) { "engine" } else { "kernel" };
+        eprintln!("torchbook trace [{process} {:>6} ms]: {what}", PROCESS_START.elapsed().as_millis());
     }
 }
+
+/// Set by the engine process, for [`trace`].
+pub static IN_ENGINE: AtomicBool = AtomicBool::new(false);
 
 /// The reference for [`trace`]'s timestamps; forced by `main` as soon as the kernel starts.
 pub static PROCESS_START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);

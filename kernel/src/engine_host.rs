@@ -31,6 +31,7 @@ pub(crate) const WORKER_SETUP: &str = include_str!("worker_setup.rs");
 /// Runs the engine process until the kernel closes its stdin. Call first thing in the process:
 /// it rearranges the standard descriptors.
 pub fn run() -> i32 {
+    crate::engine::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
     let protocol = take_stdout();
     // Interrupts come from the kernel as requests; a SIGINT sent here directly must not end
     // the session. A handler (not SIG_IGN) is reset in the programs we start, so cargo and

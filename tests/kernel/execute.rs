@@ -133,6 +133,7 @@ kernel_test!(engine_process_death_fails_the_cell_and_a_fresh_engine_takes_over, 
     let (reply, iopub) = k.execute("1 + 1").await;
     assert_eq!(reply["status"], "ok", "{reply}");
     assert_eq!(support::result_text(&iopub), "2");
+    assert!(stream_text(&iopub, "stderr").contains("starting a fresh Rust engine"), "{:?}", types(&iopub));
     let (reply, _) = k.execute("kept").await;
     assert_eq!(reply["ename"], "CompileError", "{reply}");
     assert_eq!(children(k.process.id()).len(), 1, "the dead engine was reaped and replaced");
