@@ -423,10 +423,7 @@ pub fn run_as_rustc_recorder() -> i32 {
         if let Some(path) = std::env::var_os(RECORD_ENV) {
             let command: Option<Vec<String>> =
                 std::iter::once(&rustc).chain(&args).map(|a| a.clone().into_string().ok()).collect();
-            let env: Option<Vec<(String, String)>> = std::env::vars_os()
-                .filter(|(name, _)| name != RECORD_ENV)
-                .map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect();
+            let env = replayable_env(std::env::vars_os());
             // Not UTF-8 somewhere: no record, and cargo keeps building the cells.
             if let (Some(command), Some(env)) = (command, env) {
                 if let Ok(text) = serde_json::to_vec(&(command, env)) {
@@ -436,6 +433,16 @@ pub fn run_as_rustc_recorder() -> i32 {
         }
     }
     exit_code(Command::new(rustc).args(args).env_remove(RECORD_ENV).status())
+}
+
+/// The environment cargo gave rustc, as a replay may give it again: without our own variable,
+/// and without cargo's jobserver (`CARGO_MAKEFLAGS` names descriptors of cargo's process, which
+/// in a replay are closed or something else; rustc without one makes its own). `None` when a
+/// variable is not UTF-8.
+fn replayable_env(vars: impl Iterator<Item = (OsString, OsString)>) -> Option<Vec<(String, String)>> {
+    vars.filter(|(name, _)| name != RECORD_ENV && name != "CARGO_MAKEFLAGS")
+        .map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }
 
 fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
@@ -529,6 +536,16 @@ mod tests {
         assert_eq!(message["reason"], "compiler-message");
         assert_eq!(message["target"]["name"], "ctx");
         assert_eq!(message["message"], diagnostic);
+    }
+
+    #[test]
+    fn recorded_environment_leaves_out_cargos_jobserver() {
+        let vars = [("CARGO_PKG_NAME", "ctx"), ("CARGO_MAKEFLAGS", "-j --jobserver-fds=8,9 --jobserver-auth=8,9"), (RECORD_ENV, "/x")];
+        let env = replayable_env(vars.iter().map(|(k, v)| (OsString::from(k), OsString::from(v)))).unwrap();
+        assert_eq!(env, [("CARGO_PKG_NAME".to_owned(), "ctx".to_owned())]);
+        use std::os::unix::ffi::OsStringExt;
+        let not_utf8 = [(OsString::from("A"), OsString::from_vec(vec![0xff]))];
+        assert!(replayable_env(not_utf8.into_iter()).is_none());
     }
 
     #[test]

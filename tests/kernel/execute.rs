@@ -168,6 +168,25 @@ kernel_test!(interrupting_a_compile_that_never_ends_restarts_the_engine, async {
     assert_eq!(support::result_text(&iopub), "42");
 });
 
+kernel_test!(cargo_builds_every_cell_when_asked_to, async {
+    let dir = support::temp_dir();
+    let log = dir.join("cell-build.log");
+    let log_path = log.to_str().unwrap();
+    for (setting, replays) in [("0", true), ("1", false)] {
+        let env = [("TORCHBOOK_PRELUDE", "0"), ("TORCHBOOK_CELL_CARGO", setting), ("TORCHBOOK_CELL_BUILD_LOG", log_path)];
+        let mut k = TestKernel::start_with_env(&env).await;
+        for (code, shown) in [("1 + 1", "2"), ("2 + 3", "5")] {
+            let (reply, iopub) = k.execute(code).await;
+            assert_eq!(reply["status"], "ok", "{reply}");
+            assert_eq!(support::result_text(&iopub), shown);
+        }
+        let built = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(built.contains("rustc built the cell without cargo"), replays, "TORCHBOOK_CELL_CARGO={setting}: {built}");
+        let _ = std::fs::remove_file(&log);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+});
+
 kernel_test!(evcxr_commands_pass_through, async {
     let mut k = TestKernel::start().await;
     k.execute("let answer: u64 = 42;").await;
