@@ -32,7 +32,7 @@ pub(crate) const WORKER_SETUP: &str = include_str!("worker_setup.rs");
 /// it rearranges the standard descriptors.
 pub fn run() -> i32 {
     crate::engine::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
-    let protocol = take_stdout();
+    let (requests_in, protocol) = take_standard_streams();
     // Interrupts come from the kernel as requests; a SIGINT sent here directly must not end
     // the session. A handler (not SIG_IGN) is reset in the programs we start, so cargo and
     // rustc keep the default action.
@@ -76,8 +76,7 @@ pub fn run() -> i32 {
     std::thread::Builder::new()
         .name("engine-requests".into())
         .spawn(move || {
-            let stdin = std::io::stdin().lock();
-            for line in stdin.lines() {
+            for line in std::io::BufReader::new(requests_in).lines() {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<ToEngine>(&line) {
                     Ok(request) => take_request(request, &requests, &out, &waiting_for_input, &reader_worker),
@@ -94,17 +93,24 @@ pub fn run() -> i32 {
     0
 }
 
-/// The protocol's output: the process's stdout, moved to a descriptor that the programs we start
-/// do not inherit (a worker holding it would hide our death from the kernel). Standard output
-/// itself then goes to stderr, so a stray print cannot break the protocol.
-fn take_stdout() -> std::fs::File {
+/// The protocol's input and output: the process's stdin and stdout, moved to descriptors that
+/// the programs we start do not inherit (a worker or a rustc holding them would hide our death
+/// from the kernel). Standard input then reads nothing and standard output goes to stderr, so a
+/// stray print cannot break the protocol.
+fn take_standard_streams() -> (std::fs::File, std::fs::File) {
     use std::os::fd::FromRawFd;
     // SAFETY: duplicating this process's standard descriptors before any other thread runs.
     unsafe {
-        let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
-        assert!(fd >= 0, "cannot duplicate stdout: {}", std::io::Error::last_os_error());
+        let input = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
+        let output = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        assert!(input >= 0 && output >= 0, "cannot duplicate stdin/stdout: {}", std::io::Error::last_os_error());
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::close(null);
+        }
         libc::dup2(2, 1);
-        std::fs::File::from_raw_fd(fd)
+        (std::fs::File::from_raw_fd(input), std::fs::File::from_raw_fd(output))
     }
 }
 
