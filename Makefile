@@ -85,7 +85,7 @@ test-rust: kernelspec
 	cargo test --$(PROFILE) --locked --workspace
 
 test-python: kernelspec
-	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl \
+	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl TORCHBOOK_SPARE_ENGINE=0 \
 	  $(VENV)/bin/python -m pytest -q tests/python
 
 # Full PyTorch (CUDA wheels, ~2.7 GB) in its own venv, only for the side-by-side benchmark.

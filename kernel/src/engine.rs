@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,10 +70,11 @@ enum Pending {
     Inspect(oneshot::Sender<Inspection>),
 }
 
-/// One running engine process.
+/// One running engine process: our child, or a spare this kernel took over (`crate::spare`).
 struct EngineProcess {
-    stdin: ChildStdin,
-    child: Arc<Mutex<Child>>,
+    requests: Box<dyn Write + Send>,
+    /// Also its process group (both kinds are started in a group of their own).
+    pid: u32,
     alive: Arc<AtomicBool>,
     /// A cell was sent and its `Finished` has not come back.
     cell_open: Arc<AtomicBool>,
@@ -89,6 +90,8 @@ struct Link {
     next_id: AtomicU64,
     starts: AtomicU64,
     folder: EngineFolder,
+    /// Set once this kernel has started a spare for the next kernel.
+    spare_started: AtomicBool,
 }
 
 impl Link {
@@ -112,7 +115,7 @@ impl Link {
             }
         }
         let engine = process.as_mut().expect("started above");
-        let written = write_line(&mut engine.stdin, request).and_then(|()| engine.stdin.flush());
+        let written = write_line(&mut engine.requests, request).and_then(|()| engine.requests.flush());
         if written.is_err() {
             engine.alive.store(false, Ordering::SeqCst);
             return false;
@@ -125,6 +128,15 @@ impl Link {
 
     fn spawn(self: &Arc<Self>) -> std::io::Result<EngineProcess> {
         let start = self.starts.fetch_add(1, Ordering::SeqCst);
+        if start == 0 {
+            if let Some(claimed) = crate::spare::claim() {
+                let reply = &claimed.reply;
+                trace(&format!("took spare engine {} ({})", reply.pid, if reply.warm { "warm" } else { "still warming up" }));
+                let events = claimed.stream.try_clone()?;
+                let ended = Ended::Disconnected { folder: reply.folder.clone() };
+                return self.connect(Box::new(claimed.stream), events, reply.pid, ended, start);
+            }
+        }
         let mut command = Command::new(std::env::current_exe()?);
         command.arg("engine").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         // A group of its own, so that killing a stuck engine takes its cargo and rustc along.
@@ -137,14 +149,25 @@ impl Link {
         trace(&format!("engine process {} started (start {start})", child.id()));
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
-        let child = Arc::new(Mutex::new(child));
+        let pid = child.id();
+        self.connect(Box::new(stdin), stdout, pid, Ended::Child(child), start)
+    }
+
+    fn connect(
+        self: &Arc<Self>,
+        requests: Box<dyn Write + Send>,
+        events: impl std::io::Read + Send + 'static,
+        pid: u32,
+        ended: Ended,
+        start: u64,
+    ) -> std::io::Result<EngineProcess> {
         let alive = Arc::new(AtomicBool::new(true));
         let cell_open = Arc::new(AtomicBool::new(false));
-        let reader = Reader { link: self.clone(), child: child.clone(), alive: alive.clone(), cell_open: cell_open.clone(), start };
+        let reader = Reader { link: self.clone(), ended, alive: alive.clone(), cell_open: cell_open.clone(), start };
         std::thread::Builder::new()
             .name("engine-reader".into())
-            .spawn(move || reader.run(stdout))?;
-        Ok(EngineProcess { stdin, child, alive, cell_open, start })
+            .spawn(move || reader.run(events))?;
+        Ok(EngineProcess { requests, pid, alive, cell_open, start })
     }
 
     fn expect_answer(&self, pending: Pending) -> u64 {
@@ -158,25 +181,32 @@ impl Link {
     /// its analyser is stuck). Its reader then reports the cell as failed.
     fn kill_engine(&self) {
         if let Some(engine) = self.process.lock().unwrap().as_ref() {
-            if let Ok(child) = engine.child.lock() {
-                // SAFETY: signalling the process group we created for the engine.
-                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-            }
+            // SAFETY: signalling the engine's own process group.
+            unsafe { libc::kill(-(engine.pid as libc::pid_t), libc::SIGKILL) };
         }
     }
+}
+
+/// How an engine's end is observed.
+enum Ended {
+    /// Our child: its exit status says how it ended.
+    Child(Child),
+    /// A spare we took: not our child, so only the connection closing says it ended; its
+    /// folder is removed in case it could not do so itself.
+    Disconnected { folder: PathBuf },
 }
 
 /// Reads one engine process's events until it ends.
 struct Reader {
     link: Arc<Link>,
-    child: Arc<Mutex<Child>>,
+    ended: Ended,
     alive: Arc<AtomicBool>,
     cell_open: Arc<AtomicBool>,
     start: u64,
 }
 
 impl Reader {
-    fn run(self, stdout: std::process::ChildStdout) {
+    fn run(mut self, stdout: impl std::io::Read) {
         let events = &self.link.events;
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
@@ -221,16 +251,27 @@ impl Reader {
                         let _ = reply.send(inspection);
                     }
                 }
+                FromEngine::Warm => {
+                    if !self.link.spare_started.swap(true, Ordering::SeqCst) {
+                        std::thread::spawn(crate::spare::start_spare);
+                    }
+                }
             }
         }
         self.alive.store(false, Ordering::SeqCst);
-        let how = match self.child.lock().unwrap().wait() {
-            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
-                (Some(code), _) => format!("exit code {code}"),
-                (None, Some(signal)) => format!("killed by signal {signal}"),
-                _ => status.to_string(),
+        let how = match &mut self.ended {
+            Ended::Child(child) => match child.wait() {
+                Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                    (Some(code), _) => format!("exit code {code}"),
+                    (None, Some(signal)) => format!("killed by signal {signal}"),
+                    _ => status.to_string(),
+                },
+                Err(e) => e.to_string(),
             },
-            Err(e) => e.to_string(),
+            Ended::Disconnected { folder } => {
+                let _ = std::fs::remove_dir_all(folder);
+                "its connection closed".to_owned()
+            }
         };
         eprintln!("torchbook: the engine process stopped ({how})");
         // Questions it will never answer get their default (their senders are dropped).
@@ -334,6 +375,7 @@ impl Engine {
             next_id: AtomicU64::new(1),
             starts: AtomicU64::new(0),
             folder,
+            spare_started: AtomicBool::new(false),
         });
         {
             let mut process = link.process.lock().unwrap();

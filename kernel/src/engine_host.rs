@@ -20,6 +20,7 @@ use crossbeam_channel::{select, Receiver};
 use std::io::{BufRead, Write};
 use std::process::Child;
 use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -33,6 +34,53 @@ pub(crate) const WORKER_SETUP: &str = include_str!("worker_setup.rs");
 pub fn run() -> i32 {
     crate::engine::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
     let (requests_in, protocol) = take_standard_streams();
+    serve(Connection::Kernel {
+        reader: Box::new(std::io::BufReader::new(requests_in)),
+        writer: Box::new(protocol),
+    })
+}
+
+/// Runs a spare engine (`torchbook spare`, see [`crate::spare`]): loads everything, waits for a
+/// kernel to take it over its socket, then serves that kernel as [`run`] does. Exits at once
+/// when a spare with the same key already runs.
+pub fn run_spare() -> i32 {
+    crate::engine::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::spare::remember_original();
+    let waiting = match crate::spare::Waiting::open() {
+        Ok(Some(waiting)) => waiting,
+        Ok(None) => return 0,
+        Err(e) => {
+            eprintln!("torchbook spare: cannot listen: {e}");
+            return 1;
+        }
+    };
+    // A folder of our own, as a kernel makes one (evcxr's crate, the cell toolchain).
+    let folder = match crate::workdir::WorkDir::create() {
+        Ok(folder) => folder,
+        Err(e) => {
+            eprintln!("torchbook spare: cannot create a working folder: {e}");
+            return 1;
+        }
+    };
+    crate::prelude::prepare_library_path();
+    serve(Connection::Spare { waiting, folder: folder.path().to_owned() })
+}
+
+/// Where the kernel's requests come from.
+enum Connection {
+    /// Started by the kernel: stdin and stdout.
+    Kernel {
+        reader: Box<dyn BufRead + Send>,
+        writer: Box<dyn Write + Send>,
+    },
+    /// A spare: whichever kernel claims it, over its socket. `folder` is ours to remove.
+    Spare {
+        waiting: crate::spare::Waiting,
+        folder: std::path::PathBuf,
+    },
+}
+
+fn serve(connection: Connection) -> i32 {
     // Interrupts come from the kernel as requests; a SIGINT sent here directly must not end
     // the session. A handler (not SIG_IGN) is reset in the programs we start, so cargo and
     // rustc keep the default action.
@@ -41,10 +89,6 @@ pub fn run() -> i32 {
     unsafe { libc::signal(libc::SIGINT, ignore as *const () as libc::sighandler_t) };
 
     let (out, queued) = std::sync::mpsc::channel::<FromEngine>();
-    std::thread::Builder::new()
-        .name("engine-writer".into())
-        .spawn(move || write_messages(protocol, queued))
-        .expect("spawn writer thread");
     let worker = WorkerProcess::default();
     let (requests, request_rx) = std::sync::mpsc::channel();
     let (event_tx, mut event_rx) = unbounded_channel::<EngineEvent>();
@@ -72,11 +116,64 @@ pub fn run() -> i32 {
         })
         .expect("spawn events thread");
 
+    let warm = Arc::new(AtomicBool::new(false));
+    let claimed = Arc::new(AtomicBool::new(false));
+    let ready_file = match &connection {
+        Connection::Spare { waiting, .. } => Some(waiting.ready_path()),
+        Connection::Kernel { .. } => None,
+    };
+    // Called after the warm-up and after each request. A spare that nobody took yet only
+    // says it is ready; a kernel's engine tells the kernel once, after the warm-up or its
+    // first cell, that the next spare may start without slowing that cell down.
+    let on_warm = {
+        let (out, warm, claimed) = (out.clone(), warm.clone(), claimed.clone());
+        let told = AtomicBool::new(false);
+        move || {
+            if !warm.swap(true, Ordering::SeqCst) {
+                if let (Some(path), false) = (&ready_file, claimed.load(Ordering::SeqCst)) {
+                    let _ = std::fs::write(path, std::process::id().to_string());
+                    return;
+                }
+            }
+            if (ready_file.is_none() || claimed.load(Ordering::SeqCst)) && !told.swap(true, Ordering::SeqCst) {
+                let _ = out.send(FromEngine::Warm);
+            }
+        }
+    };
+
     let reader_worker = worker.clone();
+    let adopt = requests.clone();
     std::thread::Builder::new()
         .name("engine-requests".into())
         .spawn(move || {
-            for line in std::io::BufReader::new(requests_in).lines() {
+            let (reader, writer, folder) = match connection {
+                Connection::Kernel { reader, writer } => (reader, writer, None),
+                Connection::Spare { waiting, folder } => {
+                    let reply = || crate::spare::ClaimReply {
+                        pid: std::process::id(),
+                        folder: folder.clone(),
+                        warm: warm.load(Ordering::SeqCst),
+                    };
+                    let Some(claim) = waiting.wait(crate::spare::idle_limit(), reply) else {
+                        trace("nobody took this spare engine; exiting");
+                        end_engine(&reader_worker, Some(&folder));
+                    };
+                    claimed.store(true, Ordering::SeqCst);
+                    trace(&format!("taken by kernel {}", claim.request.kernel_pid));
+                    let kernel = claim.request.original;
+                    let _ = std::env::set_current_dir(&kernel.cwd);
+                    let cell = crate::spare::adoption_cell(&crate::spare::original_of_this_process(), &kernel);
+                    let _ = adopt.send(EngineRequest::Adopt(cell));
+                    let reader: Box<dyn BufRead + Send> = Box::new(claim.reader);
+                    let writer: Box<dyn Write + Send> = Box::new(claim.writer);
+                    (reader, writer, Some(folder))
+                }
+            };
+            std::thread::Builder::new()
+                .name("engine-writer".into())
+                .spawn(move || write_messages(writer, queued))
+                .expect("spawn writer thread");
+            for line in reader.lines() {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<ToEngine>(&line) {
                     Ok(request) => take_request(request, &requests, &out, &waiting_for_input, &reader_worker),
@@ -84,13 +181,21 @@ pub fn run() -> i32 {
                 }
             }
             // The kernel is gone (or shutting down): take the worker along.
-            reader_worker.kill();
-            std::process::exit(0);
+            end_engine(&reader_worker, folder.as_deref());
         })
         .expect("spawn requests thread");
 
-    run_engine(request_rx, event_tx, worker);
+    run_engine(request_rx, event_tx, worker, Box::new(on_warm));
     0
+}
+
+/// Ends the engine process: the worker goes too, and a spare's own folder is removed.
+fn end_engine(worker: &WorkerProcess, folder: Option<&std::path::Path>) -> ! {
+    worker.kill();
+    if let Some(folder) = folder {
+        let _ = std::fs::remove_dir_all(folder);
+    }
+    std::process::exit(0);
 }
 
 /// The protocol's input and output: the process's stdin and stdout, moved to descriptors that
@@ -116,7 +221,7 @@ fn take_standard_streams() -> (std::fs::File, std::fs::File) {
 
 /// Writes messages as they come, flushing when none is waiting (output of 10,000 lines becomes
 /// a few writes). Ends the process when the kernel stops reading.
-fn write_messages(protocol: std::fs::File, queued: std::sync::mpsc::Receiver<FromEngine>) {
+fn write_messages(protocol: Box<dyn Write + Send>, queued: std::sync::mpsc::Receiver<FromEngine>) {
     let mut out = std::io::BufWriter::new(protocol);
     while let Ok(message) = queued.recv() {
         let mut written = write_line(&mut out, &message);
@@ -208,6 +313,8 @@ impl WorkerProcess {
 
 enum EngineRequest {
     Execute(String),
+    /// The hidden cell that gives a taken spare's worker its kernel's directory and variables.
+    Adopt(String),
     /// An expression evaluated for its value alone (`user_expressions`), outside the output
     /// stream of a cell.
     Evaluate {
@@ -230,6 +337,7 @@ fn run_engine(
     requests: std::sync::mpsc::Receiver<EngineRequest>,
     events: UnboundedSender<EngineEvent>,
     worker: WorkerProcess,
+    on_warm: Box<dyn Fn()>,
 ) {
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<CellOutcome>();
     let note = |line: String| {
@@ -244,11 +352,13 @@ fn run_engine(
         Ok((context, outputs)) => {
             let _ = worker.child.set(context.process_handle());
             let forward_events = events.clone();
+            let quiet = Arc::new(AtomicBool::new(false));
+            let forward_quiet = quiet.clone();
             std::thread::Builder::new()
                 .name("engine-output".into())
-                .spawn(move || forward_output(outputs, done_rx, forward_events))
+                .spawn(move || forward_output(outputs, done_rx, forward_events, &forward_quiet))
                 .expect("spawn output thread");
-            Some(Session::start(context, prelude, events.clone(), &note))
+            Some(Session::start(context, prelude, events.clone(), quiet, &note))
         }
         Err(e) => {
             eprintln!("torchbook: the Rust engine could not start: {e}");
@@ -264,7 +374,7 @@ fn run_engine(
                     EngineRequest::Evaluate { reply, .. } => {
                         let _ = reply.send(CellOutcome::Failed(error));
                     }
-                    EngineRequest::Complete { .. } | EngineRequest::Inspect { .. } => {}
+                    EngineRequest::Adopt(_) | EngineRequest::Complete { .. } | EngineRequest::Inspect { .. } => {}
                 }
             }
             None
@@ -280,12 +390,15 @@ fn run_engine(
         Ok(request) => Some(request),
         Err(std::sync::mpsc::TryRecvError::Empty) => {
             session.warm_up();
+            on_warm();
             None
         }
         Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
     };
     for request in waiting.into_iter().chain(requests.iter()) {
+        let adopting = matches!(request, EngineRequest::Adopt(_));
         match request {
+            EngineRequest::Adopt(cell) => session.adopt(&cell),
             EngineRequest::Execute(code) => {
                 let outcome = session.execute_cell(&code, FinalValue::ThroughPrelude);
                 if done_tx.send(outcome).is_err() {
@@ -317,6 +430,9 @@ fn run_engine(
             EngineRequest::Inspect { code, byte_pos, reply } => {
                 let _ = reply.send(session.inspect(&code, byte_pos));
             }
+        }
+        if !adopting {
+            on_warm();
         }
     }
 }
@@ -390,8 +506,12 @@ fn forward_output(
     outputs: evcxr::EvalContextOutputs,
     done: Receiver<CellOutcome>,
     events: UnboundedSender<EngineEvent>,
+    quiet: &AtomicBool,
 ) {
     let send_stdout = |line: String| {
+        if quiet.load(Ordering::SeqCst) {
+            return true;
+        }
         let event = match side_channel::parse(&line) {
             Some(record) => EngineEvent::Record(record),
             None => EngineEvent::Stdout(line),
@@ -400,6 +520,9 @@ fn forward_output(
     };
     // The worker's stderr relay sends text without a newline as records too.
     let send_stderr = |line: String| {
+        if quiet.load(Ordering::SeqCst) {
+            return true;
+        }
         let event = match side_channel::parse(&line) {
             Some(record) => EngineEvent::Record(record),
             None => EngineEvent::Stderr(line),

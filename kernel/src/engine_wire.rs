@@ -39,6 +39,9 @@ pub enum FromEngine {
     Evaluated { id: u64, outcome: CellOutcome },
     Completed { id: u64, completions: Completions },
     Inspected { id: u64, inspection: Inspection },
+    /// The engine finished its warm-up (or its first request): a spare for the next kernel may
+    /// start without competing with this kernel's first cell.
+    Warm,
 }
 
 /// Writes one message as a line. Serialising these types cannot fail (string keys only).

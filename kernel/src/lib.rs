@@ -33,6 +33,7 @@ pub mod prelude;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod spare;
 pub mod side_channel;
 pub mod stream_batcher;
 pub mod transport;

@@ -2,7 +2,7 @@
 //! `install` writes the kernelspec. The logic lives in the modules below.
 
 use anyhow::Context;
-use torchbook_kernel::{cell_build, connection, engine, engine_host, install, prelude, server, worker_output, workdir};
+use torchbook_kernel::{cell_build, connection, engine, engine_host, install, prelude, server, spare, worker_output, workdir};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +30,9 @@ enum Command {
     /// Run the engine process (evcxr and the cell worker) for a kernel, over stdin and stdout.
     #[command(hide = true)]
     Engine,
+    /// Run a spare engine that the next kernel with the same environment takes over.
+    #[command(hide = true)]
+    Spare,
 }
 
 #[derive(Args)]
@@ -101,6 +104,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Kernel { connection_file } => {
             std::sync::LazyLock::force(&engine::PROCESS_START);
+            // Before anything is set: spares are keyed by the environment we were given.
+            spare::remember_original();
             let info = connection::ConnectionInfo::from_file(&connection_file)?;
             let workdir = workdir::WorkDir::create().context("cannot create a working folder")?;
             prelude::prepare_library_path();
@@ -118,6 +123,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Engine => {
             std::sync::LazyLock::force(&engine::PROCESS_START);
             std::process::exit(engine_host::run());
+        }
+        Command::Spare => {
+            std::sync::LazyLock::force(&engine::PROCESS_START);
+            std::process::exit(engine_host::run_spare());
         }
         Command::BuildPrelude => {
             prelude::prepare_library_path();

@@ -7,6 +7,8 @@ use crate::engine::{trace, CellOutcome, EngineEvent, Inspection};
 use crate::engine_host::WORKER_SETUP;
 use crate::prelude::{prelude_cell, PreludeConfig};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Who shows a cell's final value.
@@ -26,7 +28,11 @@ pub(crate) struct Session {
     setup: String,
     /// The prelude cell, run again after `:clear` (which drops dependencies too).
     prelude: Option<String>,
+    /// A taken spare's adoption cell, run again after `:clear` too.
+    adoption: Option<String>,
     events: UnboundedSender<EngineEvent>,
+    /// While set, the worker's output is dropped (the warm-up's, which belongs to no cell).
+    quiet: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -34,6 +40,7 @@ impl Session {
         mut context: evcxr::CommandContext,
         prelude: Option<PreludeConfig>,
         events: UnboundedSender<EngineEvent>,
+        quiet: Arc<AtomicBool>,
         note: &dyn Fn(String),
     ) -> Session {
         let started = std::time::Instant::now();
@@ -76,31 +83,52 @@ impl Session {
             context,
             setup,
             prelude: loaded,
+            adoption: None,
             events,
+            quiet,
         }
     }
 
     /// Pays, while nobody waits, what the first tch cell of a session costs beyond its own
-    /// compile: rust-analyzer loading tch (evcxr asks it for the type of every new variable;
-    /// about 2.5 s the first time) and rustc's first use of tch's generics. No variable is
-    /// kept and nothing is printed. The final `;` matters: see `final_value`.
+    /// compile: rust-analyzer loading tch and inferring a tensor variable's type (evcxr asks it
+    /// for the type of every new variable; about 2.5 s the first time), finding how to name
+    /// that type from a cell, and rustc's first use of tch's generics and of evcxr's variable
+    /// store for `Tensor`. The variable is a real top-level one, so that all of this happens;
+    /// the early return by `?` makes evcxr forget it again (as it does for any cell that ends
+    /// that way), and its message is not shown: the output is muted meanwhile.
     pub(crate) fn warm_up(&mut self) {
         if self.prelude.is_none() {
             return;
         }
         let started = std::time::Instant::now();
-        // rust-analyzer first (a hover needs no compile), then rustc.
-        let probe = "let t = Tensor::randn(&[2, 2], (Kind::Float, Device::Cpu)).sum(Kind::Float);";
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = self.context.hover_at(probe, probe.find("sum").unwrap_or(0) + 1);
-        }));
-        trace(&format!("warm-up: rust-analyzer in {:?}", started.elapsed()));
-        let cell = "{ let warm_up = Tensor::ones(&[2, 2], (Kind::Float, Device::Cpu)); \
-                    let _ = warm_up.sum(Kind::Float).double_value(&[]); };";
-        if let Err(e) = self.context.execute(cell) {
+        // The value goes through the same rewrite as a user's (its trait dispatch is the
+        // costliest first-time inference of all); the early return comes after it.
+        let value_cell = "let torchbook_warm_up = Tensor::randn(&[2, 2], FLOAT_CPU);\ntorchbook_warm_up.sum(Kind::Float)";
+        let shown = crate::final_value::rewrite(value_cell).map_or_else(|| value_cell.to_owned(), |r| r.code);
+        let cell = format!("{shown}\nErr::<(), _>(std::fmt::Error)?;");
+        self.quiet.store(true, Ordering::SeqCst);
+        if let Err(e) = self.context.execute(&cell) {
             eprintln!("torchbook: warm-up cell failed (harmless): {e}");
         }
+        // The message of the `?` reaches us through the worker's stderr relay, a moment later.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        self.quiet.store(false, Ordering::SeqCst);
         trace(&format!("warm-up done in {:?}", started.elapsed()));
+    }
+
+    /// Runs the cell that gives a taken spare's worker its kernel's directory and variables
+    /// (see [`crate::spare`]), and again in every worker evcxr starts after this one.
+    pub(crate) fn adopt(&mut self, cell: &str) {
+        let started = std::time::Instant::now();
+        match self.context.execute(cell) {
+            Ok(_) => {
+                self.setup.push('\n');
+                self.setup.push_str(cell);
+                self.adoption = Some(cell.to_owned());
+            }
+            Err(e) => eprintln!("torchbook: could not move the worker to this kernel's directory: {e}"),
+        }
+        trace(&format!("worker adopted by this kernel in {:?}", started.elapsed()));
     }
 
     /// `:clear`: evcxr drops all state and starts a fresh worker; the worker setup and the
@@ -115,6 +143,11 @@ impl Session {
         if let Some(prelude) = &self.prelude {
             if let Err(error) = self.context.execute(prelude) {
                 return CellOutcome::Failed(cell_error::from_evcxr(&error, prelude));
+            }
+        }
+        if let Some(adoption) = &self.adoption {
+            if let Err(e) = self.context.execute(adoption) {
+                eprintln!("torchbook: could not move the worker to this kernel's directory after :clear: {e}");
             }
         }
         CellOutcome::Value(HashMap::new())

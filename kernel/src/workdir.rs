@@ -59,6 +59,10 @@ impl WorkDir {
         })
     }
 
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub fn remove(self) {
         if self.owned {
             let _ = std::fs::remove_dir_all(&self.path);

@@ -92,6 +92,7 @@ fn exits_when_its_parent_is_gone() {
     let mut parent = Command::new("sleep").arg("0.5").spawn().unwrap();
     let mut kernel = Command::new(binary())
         .args(["kernel", "-f", path.to_str().unwrap()])
+        .env("TORCHBOOK_SPARE_ENGINE", "0")
         .env("JPY_PARENT_PID", parent.id().to_string())
         .spawn()
         .unwrap();
@@ -127,6 +128,7 @@ fn ipc_transport_serves_kernel_info() {
     std::fs::write(&path, info.to_string()).unwrap();
     let mut kernel = Command::new(binary())
         .args(["kernel", "-f", path.to_str().unwrap()])
+        .env("TORCHBOOK_SPARE_ENGINE", "0")
         .spawn()
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();

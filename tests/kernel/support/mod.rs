@@ -103,18 +103,23 @@ impl TestKernel {
     /// Starts a kernel (without the prelude) as the leader of its own process group, as
     /// jupyter_client starts kernels, so a test can signal the whole group.
     pub async fn start_in_own_process_group() -> TestKernel {
-        Self::launch(&[("TORCHBOOK_PRELUDE", "0")], true).await
+        Self::launch(&[("TORCHBOOK_PRELUDE", "0")], true, None).await
     }
 
     /// Starts a kernel with extra environment variables and connects all channels; returns once
     /// iopub is subscribed.
     pub async fn start_with_env(env: &[(&str, &str)]) -> TestKernel {
-        Self::launch(env, false).await
+        Self::launch(env, false, None).await
+    }
+
+    /// As [`TestKernel::start_with_env`], in another working directory (a notebook's folder).
+    pub async fn start_in_dir_with_env(cwd: &std::path::Path, env: &[(&str, &str)]) -> TestKernel {
+        Self::launch(env, false, Some(cwd)).await
     }
 
     /// Test kernels listen on IPC sockets in their own folder: TCP ports picked in advance can be
     /// taken by another test's socket before the kernel binds them (tests run in parallel).
-    async fn launch(env: &[(&str, &str)], own_group: bool) -> TestKernel {
+    async fn launch(env: &[(&str, &str)], own_group: bool, cwd: Option<&std::path::Path>) -> TestKernel {
         let dir = temp_dir();
         let key = uuid::Uuid::new_v4().to_string();
         let base = dir.join("kernel");
@@ -127,7 +132,16 @@ impl TestKernel {
         std::fs::write(&path, serde_json::to_vec(&info).unwrap()).unwrap();
         let endpoint_base = format!("ipc://{}-", base.display());
         let mut command = Command::new(binary());
-        command.args(["kernel", "--connection-file"]).arg(&path).envs(env.iter().copied()).stdin(Stdio::null());
+        // No spare engines unless a test asks for them: they would outlive the test.
+        command
+            .args(["kernel", "--connection-file"])
+            .arg(&path)
+            .env("TORCHBOOK_SPARE_ENGINE", "0")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         if own_group {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
         }
