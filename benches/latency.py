@@ -21,6 +21,7 @@ import json
 import os
 import pathlib
 import queue
+import shutil
 import signal
 import statistics
 import tempfile
@@ -169,6 +170,7 @@ def first_cells_with_spare(kernel_name, runs):
     finally:
         os.environ["TORCHBOOK_SPARE_ENGINE"] = "0"
         del os.environ["TORCHBOOK_SPARE_DIR"]
+        shutil.rmtree(spare_dir, ignore_errors=True)
 
 
 def children(pid):

@@ -117,7 +117,9 @@ fn serve(connection: Connection) -> i32 {
         .expect("spawn events thread");
 
     let warm = Arc::new(AtomicBool::new(false));
-    let claimed = Arc::new(AtomicBool::new(false));
+    // Locked while the ready file is written, so that a claim cannot slip in between the check
+    // and the write and leave a ready file for an engine that is taken.
+    let claimed = Arc::new(Mutex::new(false));
     let ready_file = match &connection {
         Connection::Spare { waiting, .. } => Some(waiting.ready_path()),
         Connection::Kernel { .. } => None,
@@ -129,13 +131,14 @@ fn serve(connection: Connection) -> i32 {
         let (out, warm, claimed) = (out.clone(), warm.clone(), claimed.clone());
         let told = AtomicBool::new(false);
         move || {
+            let claimed = claimed.lock().unwrap();
             if !warm.swap(true, Ordering::SeqCst) {
-                if let (Some(path), false) = (&ready_file, claimed.load(Ordering::SeqCst)) {
+                if let (Some(path), false) = (&ready_file, *claimed) {
                     let _ = std::fs::write(path, std::process::id().to_string());
                     return;
                 }
             }
-            if (ready_file.is_none() || claimed.load(Ordering::SeqCst)) && !told.swap(true, Ordering::SeqCst) {
+            if (ready_file.is_none() || *claimed) && !told.swap(true, Ordering::SeqCst) {
                 let _ = out.send(FromEngine::Warm);
             }
         }
@@ -149,16 +152,19 @@ fn serve(connection: Connection) -> i32 {
             let (reader, writer, folder) = match connection {
                 Connection::Kernel { reader, writer } => (reader, writer, None),
                 Connection::Spare { waiting, folder } => {
-                    let reply = || crate::spare::ClaimReply {
-                        pid: std::process::id(),
-                        folder: folder.clone(),
-                        warm: warm.load(Ordering::SeqCst),
+                    // Called once a claim is read, before the ready file is removed.
+                    let reply = || {
+                        *claimed.lock().unwrap() = true;
+                        crate::spare::ClaimReply {
+                            pid: std::process::id(),
+                            folder: folder.clone(),
+                            warm: warm.load(Ordering::SeqCst),
+                        }
                     };
                     let Some(claim) = waiting.wait(crate::spare::idle_limit(), reply) else {
                         trace("nobody took this spare engine; exiting");
                         end_engine(&reader_worker, Some(&folder));
                     };
-                    claimed.store(true, Ordering::SeqCst);
                     trace(&format!("taken by kernel {}", claim.request.kernel_pid));
                     let kernel = claim.request.original;
                     let _ = std::env::set_current_dir(&kernel.cwd);

@@ -98,17 +98,27 @@ fn prelude_key() -> Option<String> {
 }
 
 /// The private folder for spares' sockets and locks: `TORCHBOOK_SPARE_DIR`, else
-/// `$XDG_RUNTIME_DIR/torchbook`, else `<tmp>/torchbook-spares-<uid>`; readable by the user alone.
-pub fn spare_dir() -> PathBuf {
+/// `$XDG_RUNTIME_DIR/torchbook`, else `<tmp>/torchbook-spares-<uid>`. `None` unless it is a real
+/// folder of ours that nobody else can enter: a kernel sends its environment to whatever
+/// listens there, and runs its cells in it.
+pub fn spare_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
     let dir = match (original_var("TORCHBOOK_SPARE_DIR"), original_var("XDG_RUNTIME_DIR")) {
         (Some(dir), _) => PathBuf::from(dir),
         (None, Some(runtime)) => Path::new(runtime).join("torchbook"),
-        // SAFETY: getuid cannot fail.
-        (None, None) => std::env::temp_dir().join(format!("torchbook-spares-{}", unsafe { libc::getuid() })),
+        (None, None) => std::env::temp_dir().join(format!("torchbook-spares-{uid}")),
     };
     let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
-    dir
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    if !meta.is_dir() || meta.uid() != uid {
+        return None;
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).ok()?;
+    }
+    Some(dir)
 }
 
 /// The files of the spare with one key.
@@ -121,14 +131,14 @@ pub struct SparePaths {
 }
 
 impl SparePaths {
-    pub fn for_key(key: &str) -> SparePaths {
-        let dir = spare_dir();
-        SparePaths {
+    pub fn for_key(key: &str) -> Option<SparePaths> {
+        let dir = spare_dir()?;
+        Some(SparePaths {
             socket: dir.join(format!("{key}.sock")),
             lock: dir.join(format!("{key}.lock")),
             ready: dir.join(format!("{key}.ready")),
             log: dir.join(format!("{key}.log")),
-        }
+        })
     }
 }
 
@@ -161,7 +171,7 @@ pub fn claim() -> Option<Claimed> {
     if !enabled() {
         return None;
     }
-    let paths = SparePaths::for_key(&key());
+    let paths = SparePaths::for_key(&key())?;
     let stream = UnixStream::connect(&paths.socket).ok()?;
     let attempt = || -> std::io::Result<Claimed> {
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -199,7 +209,10 @@ pub fn start_spare() {
         return;
     }
     let key = key();
-    let paths = SparePaths::for_key(&key);
+    let Some(paths) = SparePaths::for_key(&key) else {
+        eprintln!("torchbook: no spare engine: its folder is not private to this user");
+        return;
+    };
     if lock_is_held(&paths.lock) {
         return;
     }
@@ -210,7 +223,7 @@ pub fn start_spare() {
         .arg("spare")
         .env_clear()
         .envs(original().env.iter().map(|(k, v)| (k, v)))
-        .current_dir(spare_dir())
+        .current_dir(paths.log.parent().unwrap_or(Path::new("/")))
         .stdin(std::process::Stdio::null());
     match (log.as_ref().and_then(|l| l.try_clone().ok()), log) {
         (Some(out), Some(err)) => command.stdout(out).stderr(err),
@@ -270,7 +283,8 @@ pub struct Claim {
 impl Waiting {
     /// Takes the lock for this process's key and listens; `None` when another spare has it.
     pub fn open() -> std::io::Result<Option<Waiting>> {
-        let paths = SparePaths::for_key(&key());
+        let paths = SparePaths::for_key(&key())
+            .ok_or_else(|| std::io::Error::other("the spare folder is not private to this user"))?;
         let Some(lock) = try_lock(&paths.lock)? else { return Ok(None) };
         // Whoever made these before us is gone: we hold the lock.
         let _ = std::fs::remove_file(&paths.socket);
