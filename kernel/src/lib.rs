@@ -24,6 +24,7 @@ pub mod connection;
 pub mod engine;
 pub mod engine_host;
 pub mod engine_wire;
+pub mod fd_passing;
 pub mod final_value;
 pub mod handlers;
 pub mod history;

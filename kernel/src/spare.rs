@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -175,7 +175,7 @@ pub fn claim() -> Option<Claimed> {
     let stream = UnixStream::connect(&paths.socket).ok()?;
     let attempt = || -> std::io::Result<Claimed> {
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        send_fd(&stream, 2)?;
+        crate::fd_passing::send_fd(&stream, 2)?;
         let request = ClaimRequest { kernel_pid: std::process::id(), original: original().clone() };
         let mut line = serde_json::to_string(&request)?;
         line.push('\n');
@@ -343,7 +343,7 @@ impl Waiting {
 
 fn take_claim(stream: UnixStream, reply: &dyn Fn() -> ClaimReply) -> std::io::Result<Claim> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let stderr = recv_fd(&stream)?;
+    let stderr = crate::fd_passing::recv_fd(&stream)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -390,54 +390,6 @@ pub fn original_of_this_process() -> Original {
     original().clone()
 }
 
-fn send_fd(socket: &UnixStream, fd: RawFd) -> std::io::Result<()> {
-    let byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_ptr() as *mut libc::c_void, iov_len: 1 };
-    // SAFETY: CMSG_* compute sizes and positions inside `control`, which is large enough; the
-    // message header points at buffers that live across sendmsg.
-    unsafe {
-        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-        let mut control = vec![0u8; space];
-        let mut message: libc::msghdr = std::mem::zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        message.msg_controllen = space as _;
-        let header = libc::CMSG_FIRSTHDR(&message);
-        (*header).cmsg_level = libc::SOL_SOCKET;
-        (*header).cmsg_type = libc::SCM_RIGHTS;
-        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(header) as *mut RawFd, fd);
-        if libc::sendmsg(socket.as_raw_fd(), &message, 0) != 1 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-fn recv_fd(socket: &UnixStream) -> std::io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr() as *mut libc::c_void, iov_len: 1 };
-    // SAFETY: as in send_fd; the received descriptor is owned by us once read out.
-    unsafe {
-        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-        let mut control = vec![0u8; space];
-        let mut message: libc::msghdr = std::mem::zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        message.msg_controllen = space as _;
-        if libc::recvmsg(socket.as_raw_fd(), &mut message, libc::MSG_CMSG_CLOEXEC) != 1 {
-            return Err(std::io::Error::other("no descriptor came with the claim"));
-        }
-        let header = libc::CMSG_FIRSTHDR(&message);
-        if header.is_null() || (*header).cmsg_level != libc::SOL_SOCKET || (*header).cmsg_type != libc::SCM_RIGHTS {
-            return Err(std::io::Error::other("no descriptor came with the claim"));
-        }
-        Ok(OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(header) as *const RawFd)))
-    }
-}
-
 /// How long an unclaimed spare waits: `TORCHBOOK_SPARE_IDLE_S`, default 900 s.
 pub fn idle_limit() -> Duration {
     let seconds = std::env::var("TORCHBOOK_SPARE_IDLE_S").ok().and_then(|v| v.parse().ok()).unwrap_or(900);
@@ -463,21 +415,6 @@ mod tests {
         assert!(code.contains("::std::env::remove_var(\"JPY_SESSION_NAME\");"), "{code}");
         assert!(!code.contains("HOME"), "variables in the key are equal already: {code}");
         assert!(code.trim_end().ends_with("};"), "no final value: {code}");
-    }
-
-    #[test]
-    fn a_descriptor_passes_over_a_socket() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let (mut read_end, write_end) = std::io::pipe().unwrap();
-        send_fd(&a, write_end.as_raw_fd()).unwrap();
-        drop(write_end);
-        let received = recv_fd(&b).unwrap();
-        let mut file = File::from(received);
-        file.write_all(b"through the socket").unwrap();
-        drop(file);
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut read_end, &mut text).unwrap();
-        assert_eq!(text, "through the socket");
     }
 
     #[test]
