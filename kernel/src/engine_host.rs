@@ -396,6 +396,10 @@ fn run_engine(
         Ok(request) => Some(request),
         Err(std::sync::mpsc::TryRecvError::Empty) => {
             session.warm_up();
+            // rust-analyzer frees much of what loading tch allocated; hand it back to the
+            // system (measured: engine RSS 879 → 821 MB after the warm-up).
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
             on_warm();
             None
         }
