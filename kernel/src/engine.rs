@@ -128,14 +128,15 @@ impl Link {
 
     fn spawn(self: &Arc<Self>) -> std::io::Result<EngineProcess> {
         let start = self.starts.fetch_add(1, Ordering::SeqCst);
-        if start == 0 {
-            if let Some(claimed) = crate::spare::claim() {
-                let reply = &claimed.reply;
-                trace(&format!("took spare engine {} ({})", reply.pid, if reply.warm { "warm" } else { "still warming up" }));
-                let events = claimed.stream.try_clone()?;
-                let ended = Ended::Disconnected { folder: reply.folder.clone() };
-                return self.connect(Box::new(claimed.stream), events, reply.pid, ended, start);
-            }
+        // A spare, when one waits: also after an engine died, when one is as good as new.
+        if let Some(claimed) = crate::spare::claim() {
+            let reply = &claimed.reply;
+            trace(&format!("took spare engine {} ({})", reply.pid, if reply.warm { "warm" } else { "still warming up" }));
+            let events = claimed.stream.try_clone()?;
+            let ended = Ended::Disconnected { folder: reply.folder.clone() };
+            // It is used up: this kernel may start the next one once this engine is warm.
+            self.spare_started.store(false, Ordering::SeqCst);
+            return self.connect(Box::new(claimed.stream), events, reply.pid, ended, start);
         }
         let mut command = Command::new(std::env::current_exe()?);
         command.arg("engine").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());

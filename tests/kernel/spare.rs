@@ -149,3 +149,45 @@ kernel_test!(a_kernel_with_another_environment_does_not_take_the_spare, async {
     assert!(gone_within(spare, Duration::from_secs(10)));
     let _ = std::fs::remove_dir_all(&spares);
 });
+
+kernel_test!(an_engine_that_died_is_replaced_by_the_waiting_spare, async {
+    let spares = temp_dir();
+    let spares_path = spares.to_str().unwrap();
+    let env = [("TORCHBOOK_PRELUDE", "0"), ("TORCHBOOK_SPARE_ENGINE", "1"), ("TORCHBOOK_SPARE_DIR", spares_path), ("TORCHBOOK_SPARE_IDLE_S", "120")];
+    let mut k = TestKernel::start_with_env(&env).await;
+    let (reply, _) = k.execute("let kept = 5;").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let spare = ready_spare(&spares);
+    let engine = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", k.process.id()))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|c| c.parse::<u32>().unwrap())
+        .find(|c| std::fs::read_to_string(format!("/proc/{c}/cmdline")).unwrap_or_default().contains("\0engine"))
+        .expect("the kernel's own engine");
+    std::process::Command::new("kill").args(["-KILL", &engine.to_string()]).status().unwrap();
+    assert!(gone_within(engine, Duration::from_secs(10)));
+    // A cell sent before the kernel noticed the death is reported as `EngineDied`; the next
+    // one gets the replacement.
+    let (mut reply, mut iopub) = k.execute("std::process::id()").await;
+    if reply["ename"] == "EngineDied" {
+        (reply, iopub) = k.execute("std::process::id()").await;
+    }
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(result_text(&iopub).parse::<u32>().ok().map(|worker| parent_of(worker)), Some(spare), "the cell ran in the spare's worker");
+    let (reply, _) = k.execute("kept").await;
+    assert_eq!(reply["ename"], "CompileError", "a fresh engine has no old variables: {reply}");
+    // The spare is used up; the kernel starts the next once the taken one is warm.
+    let next = ready_spare(&spares);
+    assert_ne!(next, spare);
+    drop(k);
+    assert!(gone_within(spare, Duration::from_secs(10)), "the taken spare ends with the kernel");
+    std::process::Command::new("kill").args(["-TERM", &next.to_string()]).status().unwrap();
+    assert!(gone_within(next, Duration::from_secs(10)));
+    let _ = std::fs::remove_dir_all(&spares);
+});
+
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) in parentheses: state, ppid.
+    stat.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
