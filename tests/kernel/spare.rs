@@ -114,17 +114,30 @@ kernel_test!(the_next_kernel_takes_a_warm_spare_in_its_own_directory, async {
     let _ = std::fs::remove_dir_all(&notebook_dir);
 });
 
+/// Plain-Rust kernels (fast to start) using spares in `spares`; spares left by a test that died
+/// end on their own.
+fn plain_env(spares: &Path) -> Vec<(&'static str, String)> {
+    let dir = spares.to_str().unwrap().to_owned();
+    vec![("TORCHBOOK_PRELUDE", "0".into()), ("TORCHBOOK_SPARE_ENGINE", "1".into()), ("TORCHBOOK_SPARE_DIR", dir), ("TORCHBOOK_SPARE_IDLE_S", "120".into())]
+}
+
+/// Starts a kernel with `env`, runs `cell`, and waits for the spare it then starts.
+async fn kernel_and_its_spare(env: &[(&'static str, String)], spares: &Path, cell: &str) -> (TestKernel, u32) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut kernel = TestKernel::start_with_env(&env).await;
+    let (reply, _) = kernel.execute(cell).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let spare = ready_spare(spares);
+    (kernel, spare)
+}
+
 kernel_test!(a_kernel_with_another_environment_does_not_take_the_spare, async {
     let spares = temp_dir();
-    let spares_path = spares.to_str().unwrap();
-    let env = [("TORCHBOOK_PRELUDE", "0"), ("TORCHBOOK_SPARE_ENGINE", "1"), ("TORCHBOOK_SPARE_DIR", spares_path), ("TORCHBOOK_SPARE_IDLE_S", "120")];
-    let mut first = TestKernel::start_with_env(&env).await;
-    let (reply, _) = first.execute("1 + 1").await;
-    assert_eq!(reply["status"], "ok", "{reply}");
-    let spare = ready_spare(&spares);
+    let env = plain_env(&spares);
+    let (first, spare) = kernel_and_its_spare(&env, &spares, "1 + 1").await;
     drop(first);
     // A variable that is not per-kernel changes the key: this kernel starts its own engine.
-    let mut other_env = env.to_vec();
+    let mut other_env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     other_env.push(("OMP_NUM_THREADS", "1"));
     let mut other = TestKernel::start_with_env(&other_env).await;
     let (reply, iopub) = other.execute("std::env::var(\"OMP_NUM_THREADS\").unwrap()").await;
@@ -152,12 +165,7 @@ kernel_test!(a_kernel_with_another_environment_does_not_take_the_spare, async {
 
 kernel_test!(an_engine_that_died_is_replaced_by_the_waiting_spare, async {
     let spares = temp_dir();
-    let spares_path = spares.to_str().unwrap();
-    let env = [("TORCHBOOK_PRELUDE", "0"), ("TORCHBOOK_SPARE_ENGINE", "1"), ("TORCHBOOK_SPARE_DIR", spares_path), ("TORCHBOOK_SPARE_IDLE_S", "120")];
-    let mut k = TestKernel::start_with_env(&env).await;
-    let (reply, _) = k.execute("let kept = 5;").await;
-    assert_eq!(reply["status"], "ok", "{reply}");
-    let spare = ready_spare(&spares);
+    let (mut k, spare) = kernel_and_its_spare(&plain_env(&spares), &spares, "let kept = 5;").await;
     let engine = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", k.process.id()))
         .unwrap_or_default()
         .split_whitespace()
