@@ -28,7 +28,7 @@ PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv data evcxr kernelspec demo gpu test test-rust test-python bench bench-latency bench-fit clean-cache
+.PHONY: all build libtorch venv data evcxr kernelspec demo gpu test test-rust test-python test-prelude-cold bench bench-latency bench-fit clean-cache
 
 all: build
 
@@ -79,7 +79,20 @@ demo: kernelspec
 	@echo "Rendered notebooks: $$(ls build/examples/*.html)"
 	@echo "Metrics: $$(cat build/metrics/*.json)"
 
-test: test-rust test-python
+test: test-prelude-cold test-rust test-python
+
+# The prelude built from nothing into an empty cache, as on a fresh machine, under a time limit
+# (a hang fails instead of waiting forever). It costs a cold tch + runtime build (about 4 min
+# on 2 cores), so it runs whenever what the prelude or its builder is made from changes, and is
+# skipped otherwise.
+COLD_PRELUDE_KEY = $(shell find runtime display kernel/src Cargo.lock -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)-$(RUSTC_KEY)
+test-prelude-cold: build libtorch
+	@stamp=$(CACHE)/prelude-cold-ok-$(COLD_PRELUDE_KEY); \
+	if [ -e $$stamp ]; then echo "cold prelude build: passed for these sources already"; exit 0; fi; \
+	dir=$$(mktemp -d); start=$$(date +%s); \
+	if TORCHBOOK_CACHE=$$dir timeout 1800 $(BIN) build-prelude; then \
+	  echo "cold prelude build: $$(( $$(date +%s) - start )) s"; rm -rf $$dir; touch $$stamp; \
+	else code=$$?; rm -rf $$dir; echo "cold prelude build failed (exit $$code; 124: it hung past 30 min)"; exit 1; fi
 
 test-rust: kernelspec
 	cargo test --$(PROFILE) --locked --workspace

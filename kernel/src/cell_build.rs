@@ -133,6 +133,7 @@ pub fn run_as_cargo() -> i32 {
     if !replayable(&args) {
         return run_real_cargo(&real_cargo, &args, None);
     }
+    annotate_question_marks(&cwd);
     let started = std::time::Instant::now();
     if let Some(record) = load_record(&cwd) {
         let matches = key(&args, &cwd, &record.watched).as_deref() == Some(record.key.as_str());
@@ -151,6 +152,17 @@ pub fn run_as_cargo() -> i32 {
     let recorded = if cwd.join(RECORD_FILE).exists() { "recorded" } else { "not recorded" };
     trace(&format!("cargo built the cell in {:?} (exit {code}, {recorded})", started.elapsed()));
     code
+}
+
+/// Lets an error passed on with `?` reach the kernel with its type (see `question_mark`).
+fn annotate_question_marks(crate_dir: &Path) {
+    let source = crate_dir.join("src/lib.rs");
+    let Ok(text) = std::fs::read_to_string(&source) else { return };
+    if let Some(annotated) = crate::question_mark::annotate_cell_source(&text) {
+        if let Err(e) = std::fs::write(&source, annotated) {
+            eprintln!("torchbook: cannot annotate the cell's error conversion ({e}); `?` errors show without their type");
+        }
+    }
 }
 
 /// `cargo build` with evcxr's JSON messages and no wrapper of evcxr's own.

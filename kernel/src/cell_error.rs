@@ -61,6 +61,29 @@ impl CellError {
         CellError::new("Panic", message, traceback)
     }
 
+    /// An error the cell passed on with `?`, as a Python exception would fail it: `ename` is
+    /// the error's type (`std::io::Error`, `torchbook::Error`; `Error` when unknown), `evalue`
+    /// its message. libtorch's C++ context ("Exception raised from … at …" and its frames)
+    /// follows the message in the traceback, and is left out of `evalue`.
+    pub fn returned(type_name: &str, message: &str) -> Self {
+        let ename = match type_name {
+            "" => "Error".to_owned(),
+            name => crate::question_mark::readable_type_name(name),
+        };
+        let (message, context) = split_cpp_context(message);
+        let message = if message.is_empty() { "the cell returned an error (its message is above)".to_owned() } else { message };
+        let mut traceback = vec![paint("31;1", &format!("{ename}:")) + " " + message.lines().next().unwrap_or_default()];
+        traceback.extend(message.lines().skip(1).map(str::to_owned));
+        if !context.is_empty() && std::env::var_os("TORCHBOOK_CPP_CONTEXT").is_some_and(|v| v == "1") {
+            traceback.push(paint("2", "libtorch's C++ context:"));
+            traceback.extend(context.iter().map(|line| paint("2", line)));
+        } else if !context.is_empty() {
+            traceback.push(paint("2", "(libtorch's C++ context left out; TORCHBOOK_CPP_CONTEXT=1 shows it)"));
+        }
+        traceback.push(paint("2", "The cell returned this error through `?`; variables it defined are not kept."));
+        CellError::new(&ename, message, traceback)
+    }
+
     /// The worker process ended (killed, aborted, crashed, or called `exit`).
     pub fn worker_died(message: &str, lost: &[String]) -> Self {
         let lost_line = if lost.is_empty() {
@@ -98,6 +121,32 @@ impl CellError {
         ];
         CellError::new("EngineDied", &summary, traceback)
     }
+}
+
+/// Splits libtorch's C++ context lines out of an error message: "Exception raised from … at
+/// …" and the "frame #n" lines after it, wherever they are, and the C++ stack trace lines
+/// libtorch puts before a message when `TORCH_SHOW_CPP_STACKTRACES` is set.
+fn split_cpp_context(message: &str) -> (String, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut context = Vec::new();
+    let mut in_frames = false;
+    for line in message.lines() {
+        let trimmed = line.trim_start();
+        let is_context = trimmed.starts_with("Exception raised from ")
+            || trimmed.starts_with("frame #")
+            || (in_frames && trimmed.is_empty());
+        if is_context {
+            in_frames = true;
+            context.push(line.to_owned());
+        } else {
+            in_frames = false;
+            kept.push(line);
+        }
+    }
+    while context.last().is_some_and(|l| l.trim().is_empty()) {
+        context.pop();
+    }
+    (kept.join("\n").trim().to_owned(), context)
 }
 
 /// Converts an evcxr error for the cell `code`.
@@ -214,6 +263,24 @@ mod tests {
         assert!(!e.traceback[0].contains("src/lib.rs"));
         let e = CellError::panic("bad index", "/dep/src/x.rs:1:2", "main");
         assert!(e.traceback[0].contains("/dep/src/x.rs:1:2"));
+    }
+
+    #[test]
+    fn an_error_returned_by_question_mark_names_its_type_and_puts_cpp_context_last() {
+        let message = "libtorch: mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)\n\
+                       Exception raised from meta at /__w/pytorch/pytorch/aten/src/ATen/native/LinearAlgebra.cpp:197 (most recent call first):\n\
+                       frame #0: c10::Error::Error(...) + 0x9a (0x7f in libc10.so)\n\
+                       frame #1: ... (0x7f in libtorch_cpu.so)\n";
+        let e = CellError::returned("torchbook::error::Error", message);
+        assert_eq!(e.ename, "torchbook::Error");
+        assert_eq!(e.evalue, "libtorch: mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)");
+        assert!(e.traceback[0].contains("torchbook::Error:") && e.traceback[0].contains("shapes cannot be multiplied"), "{:?}", e.traceback);
+        assert!(!e.traceback.iter().any(|l| l.contains("frame #0")), "frames only behind the switch: {:?}", e.traceback);
+        let e = CellError::returned("alloc::string::String", "boom");
+        assert_eq!((e.ename.as_str(), e.evalue.as_str()), ("String", "boom"));
+        let e = CellError::returned("", "");
+        assert_eq!(e.ename, "Error");
+        assert!(!e.evalue.is_empty());
     }
 
     #[test]

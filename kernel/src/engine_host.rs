@@ -42,8 +42,8 @@ pub fn run() -> i32 {
 
 /// Runs a spare engine (`torchbook spare`, see [`crate::spare`]): loads everything, waits for a
 /// kernel to take it over its socket, then serves that kernel as [`run`] does. Exits at once
-/// when a spare with the same key already runs.
-pub fn run_spare() -> i32 {
+/// when a spare with the same key already runs, and once any of `owners` has ended.
+pub fn run_spare(owners: &[u32]) -> i32 {
     crate::engine::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::spare::remember_original();
     let waiting = match crate::spare::Waiting::open() {
@@ -63,7 +63,7 @@ pub fn run_spare() -> i32 {
         }
     };
     crate::prelude::prepare_library_path();
-    serve(Connection::Spare { waiting, folder: folder.path().to_owned() })
+    serve(Connection::Spare { waiting, folder: folder.path().to_owned(), owners: owners.to_vec() })
 }
 
 /// Where the kernel's requests come from.
@@ -77,6 +77,7 @@ enum Connection {
     Spare {
         waiting: crate::spare::Waiting,
         folder: std::path::PathBuf,
+        owners: Vec<u32>,
     },
 }
 
@@ -151,7 +152,7 @@ fn serve(connection: Connection) -> i32 {
         .spawn(move || {
             let (reader, writer, folder) = match connection {
                 Connection::Kernel { reader, writer } => (reader, writer, None),
-                Connection::Spare { waiting, folder } => {
+                Connection::Spare { waiting, folder, owners } => {
                     // Called once a claim is read, before the ready file is removed.
                     let reply = || {
                         *claimed.lock().unwrap() = true;
@@ -161,7 +162,7 @@ fn serve(connection: Connection) -> i32 {
                             warm: warm.load(Ordering::SeqCst),
                         }
                     };
-                    let Some(claim) = waiting.wait(crate::spare::idle_limit(), reply) else {
+                    let Some(claim) = waiting.wait(crate::spare::idle_limit(), &owners, reply) else {
                         trace("nobody took this spare engine; exiting");
                         end_engine(&reader_worker, Some(&folder));
                     };

@@ -32,7 +32,11 @@ enum Command {
     Engine,
     /// Run a spare engine that the next kernel with the same environment takes over.
     #[command(hide = true)]
-    Spare,
+    Spare {
+        /// A process whose end ends the spare (the frontend that started the kernel).
+        #[arg(long = "owner")]
+        owners: Vec<u32>,
+    },
 }
 
 #[derive(Args)]
@@ -124,9 +128,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::sync::LazyLock::force(&engine::PROCESS_START);
             std::process::exit(engine_host::run());
         }
-        Command::Spare => {
+        Command::Spare { owners } => {
             std::sync::LazyLock::force(&engine::PROCESS_START);
-            std::process::exit(engine_host::run_spare());
+            std::process::exit(engine_host::run_spare(&owners));
         }
         Command::BuildPrelude => {
             prelude::prepare_library_path();

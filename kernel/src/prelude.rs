@@ -316,12 +316,17 @@ pub fn build_cache(config: &PreludeConfig, progress: &mut dyn FnMut(&str)) -> Re
     let started = std::time::Instant::now();
     let result = (|| -> Result<(), String> {
         let (mut context, _outputs) = evcxr::CommandContext::new().map_err(|e| e.to_string())?;
-        context.execute(&prelude_cell(&config.runtime)).map_err(|e| e.to_string())?;
-        // No final value: evcxr's own display of one does not work with the prelude loaded
-        // (kernels rewrite it, see `final_value`).
-        let probe = "let probe = Tensor::ones([2, 2], (Kind::Float, Device::Cpu)).sum(Kind::Float).double_value(&[]);\n\
-                     assert_eq!(probe, 4.0, \"the prelude loaded but a tch probe computed {probe} instead of 4.0\");";
-        context.execute(probe).map(|_| ()).map_err(|e| e.to_string())
+        let built = (|| {
+            context.execute(&prelude_cell(&config.runtime)).map_err(|e| e.to_string())?;
+            // No final value: evcxr's own display of one does not work with the prelude loaded
+            // (kernels rewrite it, see `final_value`).
+            let probe = "let probe = Tensor::ones([2, 2], (Kind::Float, Device::Cpu)).sum(Kind::Float).double_value(&[]);\n\
+                         assert_eq!(probe, 4.0, \"the prelude loaded but a tch probe computed {probe} instead of 4.0\");";
+            context.execute(probe).map(|_| ()).map_err(|e| e.to_string())
+        })();
+        // evcxr waits for its worker when the context goes; that wait must end.
+        crate::process_watch::drop_context(context);
+        built
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&building);

@@ -21,6 +21,14 @@ pub enum Record {
         #[serde(default)]
         thread: String,
     },
+    /// An error the cell passed on with `?` (see `question_mark`): its type as
+    /// `std::any::type_name` spells it (empty when unknown) and its message.
+    UserError {
+        #[serde(default)]
+        type_name: String,
+        #[serde(default)]
+        message: String,
+    },
     /// A new output (`display_data`); with a `display_id`, later updates can replace it.
     Display {
         data: Map<String, Value>,

@@ -128,6 +128,10 @@ pub struct SparePaths {
     /// Exists, holding the spare's pid, while a warm spare waits.
     pub ready: PathBuf,
     pub log: PathBuf,
+    /// Held by the one spare this user may have waiting, whatever its key ([`take_slot`]).
+    pub slot_lock: PathBuf,
+    /// The key of the spare that holds the slot.
+    pub slot_key: PathBuf,
 }
 
 impl SparePaths {
@@ -138,6 +142,8 @@ impl SparePaths {
             lock: dir.join(format!("{key}.lock")),
             ready: dir.join(format!("{key}.ready")),
             log: dir.join(format!("{key}.log")),
+            slot_lock: dir.join("slot.lock"),
+            slot_key: dir.join("slot.key"),
         })
     }
 }
@@ -147,6 +153,9 @@ impl SparePaths {
 pub struct ClaimRequest {
     pub kernel_pid: u32,
     pub original: Original,
+    /// Not a claim: a spare for another key asks this one to make room (one spare per user).
+    #[serde(default)]
+    pub retire: bool,
 }
 
 /// The spare's answer.
@@ -176,7 +185,7 @@ pub fn claim() -> Option<Claimed> {
     let attempt = || -> std::io::Result<Claimed> {
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         crate::fd_passing::send_fd(&stream, 2)?;
-        let request = ClaimRequest { kernel_pid: std::process::id(), original: original().clone() };
+        let request = ClaimRequest { kernel_pid: std::process::id(), original: original().clone(), retire: false };
         let mut line = serde_json::to_string(&request)?;
         line.push('\n');
         (&stream).write_all(line.as_bytes())?;
@@ -216,11 +225,20 @@ pub fn start_spare() {
     if lock_is_held(&paths.lock) {
         return;
     }
+    if let Some(why) = too_little_memory() {
+        crate::engine::trace(&format!("no spare engine: {why}"));
+        return;
+    }
+    let owners = owners();
+    if owners.is_empty() {
+        return;
+    }
     let Ok(exe) = std::env::current_exe() else { return };
     let log = File::create(&paths.log).ok();
     let mut command = std::process::Command::new(exe);
     command
         .arg("spare")
+        .args(owners.iter().flat_map(|pid| ["--owner".to_owned(), pid.to_string()]))
         .env_clear()
         .envs(original().env.iter().map(|(k, v)| (k, v)))
         .current_dir(paths.log.parent().unwrap_or(Path::new("/")))
@@ -238,6 +256,66 @@ pub fn start_spare() {
             let _ = std::thread::Builder::new().name("spare-reaper".into()).spawn(move || child.wait());
         }
         Err(e) => eprintln!("torchbook: cannot start a spare engine: {e}"),
+    }
+}
+
+/// The processes whose end makes a spare useless: the one that started this kernel (the
+/// frontend: a Jupyter server, Zeppelin's bridge, nbclient) and `JPY_PARENT_PID`. A spare
+/// serves the next kernel of the same frontend; when that is gone, nobody can use it.
+fn owners() -> Vec<u32> {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() } as u32;
+    let mut owners = Vec::new();
+    if parent > 1 {
+        owners.push(parent);
+    }
+    if let Some(pid) = original_var("JPY_PARENT_PID").and_then(|v| v.parse::<u32>().ok()).filter(|&p| p > 1 && p != parent) {
+        owners.push(pid);
+    }
+    owners
+}
+
+/// Why this machine cannot afford a spare now: less available memory than
+/// `TORCHBOOK_SPARE_MIN_AVAILABLE_MB` (default 2048; a waiting spare holds about 0.8 GB).
+fn too_little_memory() -> Option<String> {
+    let wanted: u64 = std::env::var("TORCHBOOK_SPARE_MIN_AVAILABLE_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let available_kb: u64 = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let available = available_kb / 1024;
+    (available < wanted).then(|| format!("{available} MB available, below TORCHBOOK_SPARE_MIN_AVAILABLE_MB={wanted}"))
+}
+
+/// Takes the user's one spare slot for `key`: a spare waiting with another key is asked to
+/// retire (the newest environment is the likeliest to be used next). Gives up after `patience`.
+fn take_slot(paths: &SparePaths, key: &str, patience: Duration) -> std::io::Result<Option<File>> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if let Some(slot) = try_lock(&paths.slot_lock)? {
+            std::fs::write(&paths.slot_key, key)?;
+            return Ok(Some(slot));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        let holder = std::fs::read_to_string(&paths.slot_key).unwrap_or_default();
+        if let Some(other) = SparePaths::for_key(holder.trim()).filter(|_| holder.trim() != key && !holder.trim().is_empty()) {
+            ask_to_retire(&other.socket);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Asks the spare listening on `socket` to exit. Only an unclaimed spare listens, and it reads
+/// one request at a time, so this can never end an engine that a kernel took.
+fn ask_to_retire(socket: &Path) {
+    let Ok(stream) = UnixStream::connect(socket) else { return };
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let request = ClaimRequest { kernel_pid: std::process::id(), original: original().clone(), retire: true };
+    if crate::fd_passing::send_fd(&stream, 2).is_ok() {
+        if let Ok(mut line) = serde_json::to_string(&request) {
+            line.push('\n');
+            let _ = (&stream).write_all(line.as_bytes());
+        }
     }
 }
 
@@ -270,6 +348,7 @@ fn try_lock(path: &Path) -> std::io::Result<Option<File>> {
 pub struct Waiting {
     paths: SparePaths,
     _lock: File,
+    _slot: File,
     listener: UnixListener,
 }
 
@@ -285,12 +364,17 @@ impl Waiting {
     pub fn open() -> std::io::Result<Option<Waiting>> {
         let paths = SparePaths::for_key(&key())
             .ok_or_else(|| std::io::Error::other("the spare folder is not private to this user"))?;
+        let key = key();
         let Some(lock) = try_lock(&paths.lock)? else { return Ok(None) };
+        let Some(slot) = take_slot(&paths, &key, Duration::from_secs(30))? else {
+            eprintln!("torchbook spare: another spare engine would not make room; exiting");
+            return Ok(None);
+        };
         // Whoever made these before us is gone: we hold the lock.
         let _ = std::fs::remove_file(&paths.socket);
         let _ = std::fs::remove_file(&paths.ready);
         let listener = UnixListener::bind(&paths.socket)?;
-        Ok(Some(Waiting { paths, _lock: lock, listener }))
+        Ok(Some(Waiting { paths, _lock: lock, _slot: slot, listener }))
     }
 
     /// Tells benchmarks and tests that a warm spare waits (the file holds our pid).
@@ -298,9 +382,9 @@ impl Waiting {
         self.paths.ready.clone()
     }
 
-    /// Waits for a kernel, up to `idle` or a SIGTERM; `None` when nobody came (the files are
-    /// removed).
-    pub fn wait(self, idle: Duration, reply: impl Fn() -> ClaimReply) -> Option<Claim> {
+    /// Waits for a kernel, up to `idle`, a SIGTERM, a request to retire, or the end of any of
+    /// `owners` (see [`owners`]); `None` when nobody came (the files are removed).
+    pub fn wait(self, idle: Duration, owners: &[u32], reply: impl Fn() -> ClaimReply) -> Option<Claim> {
         static TERMINATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         extern "C" fn on_term(_: libc::c_int) {
             TERMINATED.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -308,8 +392,14 @@ impl Waiting {
         // SAFETY: the handler only stores to an atomic.
         unsafe { libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t) };
         let deadline = std::time::Instant::now() + idle;
+        let owners: Vec<crate::process_watch::Watched> = owners.iter().map(|&pid| crate::process_watch::Watched::new(pid)).collect();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if let Some(gone) = owners.iter().find(|o| o.has_ended()) {
+                eprintln!("torchbook spare: process {} that started its kernel is gone; exiting", gone.pid());
+                self.remove_files();
+                return None;
+            }
             if left.is_zero() || TERMINATED.load(std::sync::atomic::Ordering::SeqCst) {
                 self.remove_files();
                 return None;
@@ -323,6 +413,11 @@ impl Waiting {
             }
             let Ok((stream, _)) = self.listener.accept() else { continue };
             match take_claim(stream, &reply) {
+                Ok(claim) if claim.request.retire => {
+                    eprintln!("torchbook spare: a spare for another environment takes this one's place; exiting");
+                    self.remove_files();
+                    return None;
+                }
                 Ok(claim) => {
                     // SAFETY: restoring the default action; a kernel's engine ends on SIGTERM.
                     unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
@@ -338,6 +433,7 @@ impl Waiting {
     fn remove_files(&self) {
         let _ = std::fs::remove_file(&self.paths.socket);
         let _ = std::fs::remove_file(&self.paths.ready);
+        let _ = std::fs::remove_file(&self.paths.slot_key);
     }
 }
 
@@ -348,6 +444,9 @@ fn take_claim(stream: UnixStream, reply: &dyn Fn() -> ClaimReply) -> std::io::Re
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let request: ClaimRequest = serde_json::from_str(&line)?;
+    if request.retire {
+        return Ok(Claim { reader, writer: stream, request });
+    }
     // From now on our log lines (and those of the cargo and rustc we start) go to the kernel's,
     // and no longer to the spare log, which the next spare overwrites.
     // SAFETY: duplicating a descriptor we received onto stdout and stderr.

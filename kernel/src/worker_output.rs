@@ -7,6 +7,8 @@
 //! - turns evcxr's display convention (`EVCXR_BEGIN_CONTENT mime` … `EVCXR_END_CONTENT`, what
 //!   `evcxr_display` methods print) into `display` records, shown in place, except a group of
 //!   text/plain only, which is how evcxr reports the cell's value and is passed through;
+//! - turns the line that an error passed on with `?` prints into a `user_error` record
+//!   (see [`crate::question_mark`]);
 //! - before passing on evcxr's end-of-cell line, asks the cell side to flush Rust's stdout
 //!   buffer and waits for the answer, so that a cell's last `print!` stays with that cell.
 //!
@@ -14,6 +16,7 @@
 //! `flusher_ready` record, flushes stdout every [`PARTIAL_AFTER`], and answers every byte
 //! written to the pipe named by `TORCHBOOK_FLUSH_FD` with a `flushed` record.
 
+use crate::question_mark;
 use crate::side_channel::{mime_value, RECORD_PREFIX};
 use serde_json::{json, Map};
 use std::fs::File;
@@ -89,10 +92,12 @@ struct Relay {
     pending: Vec<u8>,
     /// An evcxr content block being read: its MIME type and lines so far.
     block: Option<(String, Vec<String>)>,
-    /// Consecutive complete blocks, shown together as one bundle.
+    /// Consecutive complete blocks of different MIME types, shown together as one bundle.
     group: Vec<(String, String)>,
     flush_request: Option<File>,
     flusher_ready: bool,
+    /// A typed `user_error` record went out for the error evcxr is about to report.
+    error_reported: bool,
 }
 
 impl Relay {
@@ -119,6 +124,7 @@ impl Relay {
                 group: Vec::new(),
                 flush_request: flush_request.map(|fd| File::from_raw_fd(fd)),
                 flusher_ready: false,
+                error_reported: false,
             })
         }
     }
@@ -189,9 +195,30 @@ impl Relay {
             return;
         }
         let text = String::from_utf8_lossy(line);
+        if self.block.is_none() {
+            if let Some(record) = question_mark::record_from_marker(&text) {
+                self.emit_group();
+                self.write_line(record.as_bytes());
+                self.error_reported = true;
+                return;
+            }
+            if text == question_mark::EVCXR_ERROR_OCCURRED {
+                if !std::mem::take(&mut self.error_reported) {
+                    self.write_line(question_mark::untyped_record().as_bytes());
+                }
+                self.emit_group();
+                self.write_line(line);
+                return;
+            }
+        }
         if let Some((_, lines)) = &mut self.block {
             if text == END_CONTENT {
                 let (mime, lines) = self.block.take().expect("checked");
+                // One object's MIME types come as consecutive blocks of different types; a
+                // type seen again is the next output (a loop printing blocks, say).
+                if self.group.iter().any(|(seen, _)| *seen == mime) {
+                    self.emit_group();
+                }
                 self.group.push((mime, lines.join("\n")));
             } else {
                 lines.push(text.into_owned());
@@ -331,8 +358,9 @@ fn write_line(out: &Mutex<File>, line: &[u8]) {
 /// turns the kernel's [`INPUT_EOF`] answer into end-of-file.
 struct StdinRelay {
     commands: Mutex<Option<File>>,
-    /// The write end of the pipe that is fd 0 now.
-    feed: Mutex<File>,
+    /// The write end of the pipe that is fd 0 now; `None` once evcxr has closed its command
+    /// pipe, so that every later read of fd 0 sees end-of-file.
+    feed: Mutex<Option<File>>,
     stdout: Arc<Mutex<File>>,
 }
 
@@ -347,7 +375,7 @@ impl StdinRelay {
             let feed = Self::new_fd0()?;
             Ok(Arc::new(StdinRelay {
                 commands: Mutex::new(Some(File::from_raw_fd(original))),
-                feed: Mutex::new(feed),
+                feed: Mutex::new(Some(feed)),
                 stdout,
             }))
         }
@@ -389,23 +417,28 @@ impl StdinRelay {
                 INPUT_PENDING.store(false, Ordering::SeqCst);
             }
             let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = feed.write_all(line.as_bytes());
+            if let Some(feed) = feed.as_mut() {
+                let _ = feed.write_all(line.as_bytes());
+            }
         }
-        // evcxr closed the pipe: pass that on, so the runtime exits as it would have.
-        if let Ok(replacement) = Self::new_fd0() {
-            drop(std::mem::replace(&mut *self.feed.lock().unwrap_or_else(|e| e.into_inner()), replacement));
-        }
+        // evcxr closed the pipe: pass that on, so the runtime exits as it would have. fd 0
+        // stays the pipe it is and loses its only writer, so a read blocked now and every read
+        // after it see end-of-file. (A fresh pipe here, with its writer kept, made a read that
+        // came a moment later wait forever, and with it evcxr's wait for the worker.)
+        drop(self.feed.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
     /// Ends the current read with end-of-file: a new pipe goes on fd 0 for later reads, and the
     /// old one loses its only writer, which wakes the blocked reader with 0 bytes.
     fn end_of_input(&self) {
         INPUT_PENDING.store(false, Ordering::SeqCst);
+        let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        if feed.is_none() {
+            // evcxr's pipe is closed already: fd 0 reads end-of-file for good.
+            return;
+        }
         match Self::new_fd0() {
-            Ok(replacement) => {
-                let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
-                drop(std::mem::replace(&mut *feed, replacement));
-            }
+            Ok(replacement) => drop(feed.replace(replacement)),
             Err(e) => eprintln!("torchbook: could not end a stdin read: {e}"),
         }
     }

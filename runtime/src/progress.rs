@@ -151,6 +151,17 @@ impl Progress {
     }
 }
 
+/// A run that ends without [`Progress::finish`] (an error passed on with `?`, a panic) must not
+/// leave a block on screen that looks as if training were still going.
+impl Drop for Progress {
+    fn drop(&mut self) {
+        let Some(live) = self.live.take() else { return };
+        let stopped = format!("Training stopped by an error after {}", clock(live.started.elapsed().as_secs_f64()));
+        live.bar.update(&html_block(&stopped, &format!("<b>{}</b>", html_escape(&stopped))));
+        live.curves.update(&MimeBundle::text("").with("text/html", ""));
+    }
+}
+
 impl Live {
     fn bar_bundle(&self, state: &BatchState<'_>) -> MimeBundle {
         let done_batches = state.batch.min(self.batches_per_epoch);

@@ -139,6 +139,24 @@ std::thread::sleep(std::time::Duration::from_millis(100));
     assert_every_bundle_has_text_plain(&out);
 });
 
+kernel_test!(every_evcxr_block_is_its_own_output_in_order, async {
+    let mut k = TestKernel::start().await;
+    // Blocks of one MIME type in a loop, then two in one `println!`, then one object's two
+    // MIME types (which belong together).
+    let code = r#"for i in 0..3 { println!("EVCXR_BEGIN_CONTENT text/html\n<i>n{}</i>\nEVCXR_END_CONTENT", i); }
+println!("EVCXR_BEGIN_CONTENT text/html\n<b>a &amp; b</b>\nEVCXR_END_CONTENT\nEVCXR_BEGIN_CONTENT text/html\n<p>second</p>\nEVCXR_END_CONTENT");
+println!("EVCXR_BEGIN_CONTENT text/html\n<u>both</u>\nEVCXR_END_CONTENT\nEVCXR_BEGIN_CONTENT image/png\nAAAA\nEVCXR_END_CONTENT");"#;
+    let (reply, iopub) = k.execute(code).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let out = outputs(&iopub);
+    let html: Vec<Value> = out.iter().map(|m| content(m)["data"]["text/html"].clone()).collect();
+    assert_eq!(html, ["<i>n0</i>", "<i>n1</i>", "<i>n2</i>", "<b>a &amp; b</b>", "<p>second</p>", "<u>both</u>"], "{out:#?}");
+    let plain: Vec<Value> = out.iter().map(|m| content(m)["data"]["text/plain"].clone()).collect();
+    assert_eq!(plain, ["n0", "n1", "n2", "a & b", "second", "both"], "a readable text/plain for HTML");
+    assert_eq!(content(out[5])["data"]["image/png"], "AAAA", "one object's MIME types stay one output");
+    assert_every_bundle_has_text_plain(&out);
+});
+
 kernel_test!(text_without_newline_arrives_while_the_cell_runs, async {
     let mut k = TestKernel::start().await;
     let code = r#"print!("10%");

@@ -88,6 +88,52 @@ kernel_test!(panic_is_an_error_and_keeps_earlier_variables, async {
     assert_eq!(iopub[2].content.to_value()["data"]["text/plain"], "42");
 });
 
+/// The `error` message a failed cell published, as JSON.
+fn error_message(iopub: &[torchbook_kernel::protocol::Message]) -> serde_json::Value {
+    iopub.iter().find(|m| m.header.msg_type == "error").map(|m| m.content.to_value()).expect("an error message on iopub")
+}
+
+kernel_test!(an_error_passed_on_with_question_mark_fails_the_cell, async {
+    let mut k = TestKernel::start().await;
+    k.execute("let kept = 41;").await;
+    let (reply, iopub) = k.execute("let lost = 1;\nlet r: Result<i32, String> = Err(\"boom\".into());\nr?;").await;
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert_eq!((reply["ename"].as_str(), reply["evalue"].as_str()), (Some("String"), Some("boom")), "{reply}");
+    let error = error_message(&iopub);
+    assert_eq!(error["ename"], "String");
+    assert!(error["traceback"].to_string().contains("boom"), "{error}");
+    assert!(!stream_text(&iopub, "stderr").contains("boom"), "the message is the error's, not stderr's");
+    let (reply, iopub) = k.execute("std::fs::read_to_string(\"/nonexistent/data.csv\")?;").await;
+    assert_eq!(reply["ename"], "std::io::Error", "{reply}");
+    assert!(reply["evalue"].as_str().unwrap().contains("No such file"), "{reply}");
+    assert_eq!(error_message(&iopub)["ename"], "std::io::Error");
+    let (reply, _) = k.execute("\"x1\".parse::<i32>()?").await;
+    assert_eq!((reply["status"].as_str(), reply["ename"].as_str()), (Some("error"), Some("core::num::ParseIntError")), "{reply}");
+    // Earlier variables survive; the failed cell's do not.
+    let (reply, iopub) = k.execute("kept + 1").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(support::result_text(&iopub), "42");
+    let (reply, _) = k.execute("lost").await;
+    assert_eq!(reply["ename"], "CompileError", "{reply}");
+    // A `?` that does not fail is a success.
+    let (reply, iopub) = k.execute("let fine: Result<i32, String> = Ok(2);\nfine? + kept").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(support::result_text(&iopub), "43");
+});
+
+kernel_test!(a_question_mark_error_stops_the_queue_with_stop_on_error, async {
+    let mut k = TestKernel::start().await;
+    let failing = k.send_shell("execute_request", serde_json::json!({"code": "Err::<(), _>(std::fmt::Error)?;", "stop_on_error": true})).await;
+    let queued = k.send_shell("execute_request", serde_json::json!({"code": "1 + 1"})).await;
+    let first = k.shell_reply().await;
+    assert_eq!(first.parent_header.as_ref().unwrap().msg_id, failing);
+    assert_eq!(first.content.to_value()["status"], "error");
+    assert_eq!(first.content.to_value()["ename"], "core::fmt::Error");
+    let second = k.shell_reply().await;
+    assert_eq!(second.parent_header.as_ref().unwrap().msg_id, queued);
+    assert_eq!(second.content.to_value()["status"], "aborted", "the queued cell is aborted");
+});
+
 kernel_test!(worker_crash_is_reported_and_kernel_recovers, async {
     let mut k = TestKernel::start().await;
     k.execute("let doomed = 7;").await;

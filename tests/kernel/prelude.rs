@@ -123,6 +123,45 @@ kernel_test!(missing_libtorch_is_explained_and_plain_rust_runs, async {
     assert_eq!(reply["ename"], "CompileError", "no prelude, so Tensor is unknown");
 });
 
+kernel_test!(prelude_errors_passed_on_with_question_mark_fail_the_cell, async {
+    let mut k = TestKernel::start_with_prelude().await;
+    let (reply, iopub) = k
+        .execute("let a = Tensor::ones(&[2, 3], FLOAT_CPU);\nlet b = Tensor::ones(&[4, 5], FLOAT_CPU);\na.f_matmul(&b)?;")
+        .await;
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert_eq!(reply["ename"], "tch::TchError", "{reply}");
+    let evalue = reply["evalue"].as_str().unwrap();
+    assert!(evalue.contains("cannot be multiplied"), "{evalue}");
+    assert!(!evalue.contains("Exception raised from") && !evalue.contains("frame #"), "C++ context kept out: {evalue}");
+    let traceback = reply["traceback"].to_string();
+    let message_at = traceback.find("cannot be multiplied").expect("the message is in the traceback");
+    assert!(traceback.find("Exception raised from").is_none_or(|at| at > message_at), "context after the message: {traceback}");
+    assert!(iopub.iter().any(|m| m.header.msg_type == "error"));
+
+    // A `fit` that fails half-way (inputs of the wrong shape) fails the cell, and its live
+    // progress block no longer looks as if training were running.
+    let setup = r#"let data = Dataset::new(Tensor::randn(&[64, 3], FLOAT_CPU), Tensor::randint(2, &[64], INT64_CPU))?;
+let mut model = Model::new(Sequential::new().add(Dense::new(8)).add(ReLU).add(Dense::new(2)), &[5])?;
+model.compile(Optimizer::adam(1e-3), Loss::cross_entropy(), &[Metric::Accuracy]);"#;
+    let (reply, _) = k.execute(setup).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let (reply, iopub) = k.execute("model.fit(&data, FitOptions { epochs: 2, batch_size: 16, verbose: 1, ..Default::default() })?;").await;
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert_eq!(reply["ename"], "torchbook::Error", "{reply}");
+    let bar = iopub
+        .iter()
+        .find(|m| m.header.msg_type == "display_data")
+        .map(|m| m.content.to_value()["transient"]["display_id"].clone())
+        .expect("fit showed a live block");
+    let last_update = iopub
+        .iter()
+        .filter(|m| m.header.msg_type == "update_display_data" && m.content.to_value()["transient"]["display_id"] == bar)
+        .last()
+        .map(|m| m.content.to_value()["data"]["text/plain"].as_str().unwrap_or_default().to_owned())
+        .expect("the live block was updated");
+    assert!(last_update.contains("Training stopped by an error"), "{last_update}");
+});
+
 kernel_test!(interrupt_stops_fit_within_a_batch_and_keeps_state, async {
     let mut k = TestKernel::start_with_prelude().await;
     let setup = r#"manual_seed(0);

@@ -144,23 +144,77 @@ kernel_test!(a_kernel_with_another_environment_does_not_take_the_spare, async {
     assert_eq!(reply["status"], "ok", "{reply}");
     assert_eq!(result_text(&iopub), "\"1\"");
     assert!(alive(spare), "the first spare still waits");
-    // This kernel starts a spare for its own key; both wait now, and both end on SIGTERM.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let ready = || -> Vec<PathBuf> {
-        std::fs::read_dir(&spares).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "ready")).collect()
-    };
-    while ready().len() < 2 && Instant::now() < deadline {
+    // This kernel starts a spare for its own key, which takes the first one's place: a user
+    // has one spare at most, whatever the environments.
+    let spare_folder = engine_folder(spare);
+    assert!(gone_within(spare, Duration::from_secs(120)), "the older spare makes room for the newer");
+    assert!(!spare_folder.exists(), "its folder is removed: {}", spare_folder.display());
+    let newer = ready_spare(&spares);
+    assert_ne!(newer, spare);
+    drop(other);
+    let ready: Vec<PathBuf> =
+        std::fs::read_dir(&spares).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "ready")).collect();
+    assert_eq!(ready.len(), 1, "one spare in all: {ready:?}");
+    std::process::Command::new("kill").args(["-TERM", &newer.to_string()]).status().unwrap();
+    assert!(gone_within(newer, Duration::from_secs(10)));
+    let _ = std::fs::remove_dir_all(&spares);
+});
+
+/// The processes whose environment holds `TORCHBOOK_TEST_TAG=tag`: a kernel, its engine,
+/// workers and spares all inherit it.
+fn tagged_processes(tag: &str) -> Vec<u32> {
+    let needle = format!("TORCHBOOK_TEST_TAG={tag}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            environ.split(|&b| b == 0).any(|v| v == needle.as_bytes())
+        })
+        .collect()
+}
+
+fn all_gone_within(tag: &str, wait: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = tagged_processes(tag);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
-    drop(other);
-    let waiting = ready();
-    assert_eq!(waiting.len(), 2, "one spare per key: {waiting:?}");
-    for path in waiting {
-        let pid = std::fs::read_to_string(path).unwrap_or_default();
-        let _ = std::process::Command::new("kill").args(["-TERM", pid.trim()]).status();
+}
+
+kernel_test!(nothing_is_left_behind_when_the_frontend_exits, async {
+    // As Zeppelin stops an interpreter (shutdown_request, then its bridge process ends), and
+    // as a frontend that is killed outright leaves its kernel.
+    for shut_down_first in [true, false] {
+        let spares = temp_dir();
+        let tag = uuid::Uuid::new_v4().to_string();
+        let mut env = plain_env(&spares);
+        env.push(("TORCHBOOK_TEST_TAG", tag.clone()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut k = TestKernel::start_through_frontend(&env).await;
+        let (reply, _) = k.execute("1 + 1").await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+        let spare = ready_spare(&spares);
+        let before = tagged_processes(&tag);
+        assert!(before.len() >= 4, "kernel, engine, worker and spare: {before:?}");
+        if shut_down_first {
+            k.send_control("shutdown_request", serde_json::json!({"restart": false})).await;
+            k.control_reply().await;
+            std::thread::sleep(Duration::from_secs(1));
+            assert!(alive(spare), "the spare waits for the frontend's next kernel");
+        }
+        let frontend = k.process.id();
+        std::process::Command::new("kill").args(["-KILL", &frontend.to_string()]).status().unwrap();
+        let left = all_gone_within(&tag, Duration::from_secs(30));
+        assert!(left.is_empty(), "processes left after the frontend exited (shutdown first: {shut_down_first}): {left:?}");
+        drop(k);
+        let _ = std::fs::remove_dir_all(&spares);
     }
-    assert!(gone_within(spare, Duration::from_secs(10)));
-    let _ = std::fs::remove_dir_all(&spares);
 });
 
 kernel_test!(an_engine_that_died_is_replaced_by_the_waiting_spare, async {

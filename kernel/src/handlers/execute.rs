@@ -141,8 +141,9 @@ pub fn aborted(execution_count: u64) -> Content {
 type Rendered = (MimeBundle, Map<String, Value>);
 
 /// Forwards output until the cell finishes: stream text in batches, side-channel records as
-/// display messages in their place among the text. A panic reported on the side channel turns
-/// an otherwise successful outcome into a `Panic` error (evcxr itself catches the unwind).
+/// display messages in their place among the text. A panic or an error passed on with `?`,
+/// reported on the side channel, turns an otherwise successful outcome into an error (evcxr
+/// catches the unwind, and reports an early return by `?` as success).
 async fn stream_until_finished(
     shell: &mut ShellHandler,
     request: &WireMessage,
@@ -150,7 +151,7 @@ async fn stream_until_finished(
 ) -> (CellOutcome, Option<Rendered>) {
     let parent = &request.message.header;
     let mut batcher = StreamBatcher::default();
-    let mut panic: Option<CellError> = None;
+    let mut failure: Option<CellError> = None;
     let mut rendered = None;
     let iopub = shell.state.iopub.clone();
     let publish = |content: Content| iopub.publish(content, Some(parent));
@@ -206,7 +207,10 @@ async fn stream_until_finished(
                 location,
                 thread,
             } => {
-                panic.get_or_insert_with(|| CellError::panic(&message, &location, &thread));
+                failure.get_or_insert_with(|| CellError::panic(&message, &location, &thread));
+            }
+            Record::UserError { type_name, message } => {
+                failure.get_or_insert_with(|| CellError::returned(&type_name, &message));
             }
             Record::Result { data, metadata } => rendered = Some((with_text_plain(data), metadata)),
             // Text printed before a display must appear before it.
@@ -219,8 +223,8 @@ async fn stream_until_finished(
     for stream in batcher.finish() {
         publish(Content::Stream(stream));
     }
-    match (outcome, panic) {
-        (CellOutcome::Value(_), Some(panic)) => (CellOutcome::Failed(panic), None),
+    match (outcome, failure) {
+        (CellOutcome::Value(_), Some(failure)) => (CellOutcome::Failed(failure), None),
         (outcome, _) => (outcome, rendered),
     }
 }
@@ -297,9 +301,9 @@ fn display_message(record: Record) -> Content {
 fn with_text_plain(data: Map<String, Value>) -> MimeBundle {
     let mut bundle: MimeBundle = data.into_iter().collect();
     if !bundle.contains_key("text/plain") {
-        let kinds: Vec<&str> = bundle.keys().map(String::as_str).collect();
-        let summary = format!("<{}>", kinds.join(", "));
-        bundle.insert("text/plain".to_owned(), Value::String(summary));
+        let members: Vec<(&str, &Value)> = bundle.iter().map(|(mime, value)| (mime.as_str(), value)).collect();
+        let text = super::plain_text::fallback(&members);
+        bundle.insert("text/plain".to_owned(), Value::String(text));
     }
     bundle
 }

@@ -7,6 +7,7 @@ mod execute;
 mod help;
 mod inspect;
 mod kernel_info;
+mod plain_text;
 
 use crate::comms::CommAnswer;
 use crate::engine::{Engine, WorkerHandle};

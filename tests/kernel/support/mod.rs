@@ -119,7 +119,17 @@ impl TestKernel {
 
     /// Test kernels listen on IPC sockets in their own folder: TCP ports picked in advance can be
     /// taken by another test's socket before the kernel binds them (tests run in parallel).
+    /// As [`TestKernel::start_with_env`], but started by a stand-in frontend (a shell that
+    /// starts the kernel and waits): `process` is that shell, so a test can end the frontend.
+    pub async fn start_through_frontend(env: &[(&str, &str)]) -> TestKernel {
+        Self::launch_with(env, false, None, true).await
+    }
+
     async fn launch(env: &[(&str, &str)], own_group: bool, cwd: Option<&std::path::Path>) -> TestKernel {
+        Self::launch_with(env, own_group, cwd, false).await
+    }
+
+    async fn launch_with(env: &[(&str, &str)], own_group: bool, cwd: Option<&std::path::Path>, through_shell: bool) -> TestKernel {
         let dir = temp_dir();
         let key = uuid::Uuid::new_v4().to_string();
         let base = dir.join("kernel");
@@ -131,7 +141,13 @@ impl TestKernel {
         });
         std::fs::write(&path, serde_json::to_vec(&info).unwrap()).unwrap();
         let endpoint_base = format!("ipc://{}-", base.display());
-        let mut command = Command::new(binary());
+        let mut command = if through_shell {
+            let mut shell = Command::new("sh");
+            shell.args(["-c", "\"$0\" \"$@\" & wait"]).arg(binary());
+            shell
+        } else {
+            Command::new(binary())
+        };
         // No spare engines unless a test asks for them: they would outlive the test.
         command
             .args(["kernel", "--connection-file"])
