@@ -1,11 +1,20 @@
 //! The torchbook kernel as a library: the binary `torchbook` is glue over these modules, and the
 //! integration tests use [`protocol`] to talk to a running kernel.
 //!
-//! The path of an `execute_request`: [`transport`] (socket, signature check) →
-//! [`handlers`] (`handlers/execute.rs`) → [`engine`] (the kernel's side of the engine process) →
-//! [`engine_wire`] (the pipe) → [`engine_host`] (the engine process: evcxr, worker output and
-//! [`side_channel`] records; [`session`] runs the cell, [`final_value`] rewrites its value) →
-//! [`stream_batcher`] → [`transport::Iopub`].
+//! One folder per process, and what they share:
+//!
+//! - [`kernel`]: the kernel process (sockets, handlers, the kernel's side of the engine);
+//! - [`engine`]: the engine process (evcxr, rust-analyzer, cell builds, spare engines);
+//! - [`worker`]: the cell worker process (runs compiled cells; output relays);
+//! - [`wire`]: what two of them share (the engine pipe, side-channel records, errors, spares);
+//! - [`protocol`]: the Jupyter wire format and connection files.
+//!
+//! The path of an `execute_request`: `kernel::transport` (socket, signature check) →
+//! `kernel::handlers::execute` → `kernel::engine` (the kernel's side of the engine process) →
+//! `wire::engine` (the pipe) → [`engine`] (the engine process; `engine::session` runs the cell
+//! in evcxr, `engine::final_value` rewrites its value, `engine::cell_build` compiles it) → the
+//! worker, whose `worker::output` relay turns what the cell prints into `wire::side_channel`
+//! records → back over the pipe → `kernel::stream_batcher` → `kernel::transport::Iopub`.
 //!
 //! ```
 //! use torchbook_kernel::protocol::{Content, Message, Signer, WireMessage};
@@ -17,28 +26,13 @@
 //! assert_eq!(decoded.message.header.msg_type, "kernel_info_request");
 //! ```
 
-pub mod cell_build;
-pub mod cell_error;
-pub mod comms;
-pub mod connection;
 pub mod engine;
-pub mod engine_host;
-pub mod engine_wire;
-pub mod fd_passing;
-pub mod final_value;
-pub mod handlers;
-pub mod history;
 pub mod install;
-pub mod is_complete;
+pub mod kernel;
 pub mod prelude;
 pub mod process_watch;
 pub mod protocol;
-pub mod question_mark;
-pub mod server;
-pub mod session;
-pub mod spare;
-pub mod side_channel;
-pub mod stream_batcher;
-pub mod transport;
-pub mod worker_output;
+pub mod trace;
+pub mod wire;
 pub mod workdir;
+pub mod worker;

@@ -2,7 +2,11 @@
 //! `install` writes the kernelspec. The logic lives in the modules below.
 
 use anyhow::Context;
-use torchbook_kernel::{cell_build, connection, engine, engine_host, install, prelude, server, spare, worker_output, workdir};
+use torchbook_kernel::engine::{self, cell_build};
+use torchbook_kernel::kernel::server;
+use torchbook_kernel::protocol::connection;
+use torchbook_kernel::wire::spare;
+use torchbook_kernel::{install, prelude, trace, workdir, worker};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,7 +96,7 @@ fn main() {
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         // Tells torchbook-display in cells that a kernel reads its records.
         std::env::set_var("TORCHBOOK_OUTPUT", "records");
-        if let Err(error) = worker_output::install() {
+        if let Err(error) = worker::output::install() {
             eprintln!("torchbook: worker output relay unavailable ({error}); output is line by line");
         }
     }
@@ -107,7 +111,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Kernel { connection_file } => {
-            std::sync::LazyLock::force(&engine::PROCESS_START);
+            std::sync::LazyLock::force(&trace::PROCESS_START);
             // Before anything is set: spares are keyed by the environment we were given.
             spare::remember_original();
             let info = connection::ConnectionInfo::from_file(&connection_file)?;
@@ -125,12 +129,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(0);
         }
         Command::Engine => {
-            std::sync::LazyLock::force(&engine::PROCESS_START);
-            std::process::exit(engine_host::run());
+            std::sync::LazyLock::force(&trace::PROCESS_START);
+            std::process::exit(engine::run());
         }
         Command::Spare { owners } => {
-            std::sync::LazyLock::force(&engine::PROCESS_START);
-            std::process::exit(engine_host::run_spare(&owners));
+            std::sync::LazyLock::force(&trace::PROCESS_START);
+            std::process::exit(engine::run_spare(&owners));
         }
         Command::BuildPrelude => {
             prelude::prepare_library_path();

@@ -36,7 +36,7 @@ impl WorkDir {
         let evcxr = path.join("evcxr");
         std::fs::create_dir_all(&evcxr)?;
         std::env::set_var("EVCXR_TMPDIR", &evcxr);
-        if let Err(e) = crate::cell_build::install_toolchain(&path) {
+        if let Err(e) = crate::engine::cell_build::install_toolchain(&path) {
             eprintln!("torchbook: cargo will build every cell ({e})");
         }
         Ok(WorkDir { path, owned: true })
@@ -46,7 +46,7 @@ impl WorkDir {
     /// started after one died gets a fresh sibling, because seeding over the dead engine's
     /// folder would write through the hard links into the prelude cache. A user's own
     /// `EVCXR_TMPDIR` is always used as it is.
-    pub fn engine_folder(&self) -> crate::engine::EngineFolder {
+    pub fn engine_folder(&self) -> crate::kernel::engine::EngineFolder {
         let (path, owned) = (self.path.clone(), self.owned);
         Box::new(move |start| {
             if !owned || start == 0 {

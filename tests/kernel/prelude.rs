@@ -1,6 +1,6 @@
 //! The tch prelude in a real kernel: a fresh kernel's first cell uses it without any `:dep`,
 //! two kernels load it at once, a kernel without libtorch says why and runs plain Rust, and
-//! final values are shown by the prelude (see kernel/src/final_value.rs) as evcxr would.
+//! final values are shown by the prelude (see kernel/src/engine/final_value.rs) as evcxr would.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! Spare engines (kernel/src/spare.rs): a kernel leaves a warm engine behind, the next kernel
+//! Spare engines (kernel/src/wire/spare.rs and its kernel and engine sides): a kernel leaves a warm engine behind, the next kernel
 //! with the same environment takes it over, in its own working directory and with its own
 //! per-kernel variables, and nothing of either is left behind.
 

@@ -1,4 +1,4 @@
-//! The cell worker's output and stdin relays (kernel/src/worker_output.rs), driven as evcxr
+//! The cell worker's output and stdin relays (kernel/src/worker/output.rs), driven as evcxr
 //! drives them: the `torchbook` binary started as a worker, cells loaded with evcxr's
 //! `LOAD_AND_RUN` command, then its command pipe closed. The worker must exit every time; a
 //! worker that waits on its own stdin hangs evcxr's drop of its context, and with it

@@ -1,6 +1,8 @@
 //! The Jupyter messaging protocol (5.5), kept apart from sockets: typed message contents
-//! ([`messages`]) and the multipart wire format with HMAC signing ([`wire`]).
+//! ([`messages`]), the multipart wire format with HMAC signing ([`wire`]), and the connection
+//! file a frontend writes ([`connection`]).
 
+pub mod connection;
 pub mod messages;
 pub mod wire;
 

@@ -1,15 +1,14 @@
-//! The kernel's side of the engine: the engine process (`engine_host`: evcxr, rust-analyzer and
+//! The kernel's side of the engine: the engine process (`crate::engine`: evcxr, rust-analyzer and
 //! the cell worker) started on demand, requests written to it and its events read back in
-//! order ([`crate::engine_wire`]). If the engine process dies, the running cell fails with
+//! order ([`crate::wire::engine`]). If the engine process dies, the running cell fails with
 //! `EngineDied` and the next request starts a fresh engine, so the kernel keeps serving.
 //!
 //! Keeping evcxr out of the kernel process keeps the process that holds the sockets small
 //! (its rust-analyzer database alone is ≈ 800 MB) and lets the kernel outlive an engine crash.
 
-use crate::cell_error::CellError;
-use crate::engine_wire::{write_line, FromEngine, ToEngine};
-use crate::side_channel::Record;
-use serde::{Deserialize, Serialize};
+use crate::trace::trace;
+use crate::wire::cell_error::CellError;
+use crate::wire::engine::{write_line, CellOutcome, Completions, EngineEvent, FromEngine, Inspection, ToEngine};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -19,45 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
-
-/// What a cell produced once it finished: its value by MIME type, or an error for the user.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum CellOutcome {
-    Value(HashMap<String, String>),
-    Failed(CellError),
-}
-
-/// One thing the engine reports, in the order the user should see it.
-#[derive(Debug)]
-pub enum EngineEvent {
-    Stdout(String),
-    Stderr(String),
-    Record(Record),
-    /// The cell waits for a line of input; send `None` for end-of-file (no input to give).
-    InputRequest {
-        prompt: String,
-        password: bool,
-        answer: std::sync::mpsc::Sender<Option<String>>,
-    },
-    Finished(CellOutcome),
-}
-
-/// Completion candidates from evcxr's analyser, with the byte range they replace.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Completions {
-    pub matches: Vec<String>,
-    pub start: usize,
-    pub end: usize,
-}
-
-/// What the analyser and the session know about the name at a position.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Inspection {
-    /// rust-analyzer's hover: signature and docs, as text and HTML.
-    pub hover: Option<(String, String)>,
-    /// The type, when the name is a variable of the session.
-    pub variable_type: Option<String>,
-}
 
 /// Where the engine started for the nth time keeps evcxr's folder: `None` leaves the kernel's
 /// `EVCXR_TMPDIR` as it is (see `WorkDir::engine_folder`).
@@ -129,7 +89,7 @@ impl Link {
     fn spawn(self: &Arc<Self>) -> std::io::Result<EngineProcess> {
         let start = self.starts.fetch_add(1, Ordering::SeqCst);
         // A spare, when one waits: also after an engine died, when one is as good as new.
-        if let Some(claimed) = crate::spare::claim() {
+        if let Some(claimed) = crate::kernel::spare::claim() {
             let reply = &claimed.reply;
             trace(&format!("took spare engine {} ({})", reply.pid, if reply.warm { "warm" } else { "still warming up" }));
             let events = claimed.stream.try_clone()?;
@@ -254,7 +214,7 @@ impl Reader {
                 }
                 FromEngine::Warm => {
                     if !self.link.spare_started.swap(true, Ordering::SeqCst) {
-                        std::thread::spawn(crate::spare::start_spare);
+                        std::thread::spawn(crate::kernel::spare::start_spare);
                     }
                 }
             }
@@ -454,20 +414,3 @@ impl Engine {
         self.ask(Pending::Complete, |id| ToEngine::Complete { id, code, byte_pos }).await.unwrap_or(empty)
     }
 }
-
-/// Timings of the engine's phases on stderr (the kernel's log) when `TORCHBOOK_TRACE` is set:
-/// the first thing to look at when a cell is slow. Times count from the start of the process
-/// that writes the line, the kernel's or the engine's.
-pub fn trace(what: &str) {
-    if std::env::var_os("TORCHBOOK_TRACE").is_some() {
-        let process = if IN_ENGINE.load(Ordering::Relaxed) { "engine" } else { "kernel" };
-        eprintln!("torchbook trace [{process} {:>6} ms]: {what}", PROCESS_START.elapsed().as_millis());
-    }
-}
-
-/// Set by the engine process, for [`trace`].
-pub static IN_ENGINE: AtomicBool = AtomicBool::new(false);
-
-/// The reference for [`trace`]'s timestamps; forced by `main` as soon as the kernel starts.
-pub static PROCESS_START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
-

@@ -1,7 +1,8 @@
 //! `:help`: torchbook's commands and notes, then evcxr's command list, sent as a pager payload
 //! (JupyterLab shows it below the cell; Zeppelin and nbclient read the `data` bundle).
 
-use crate::engine::{CellOutcome, Engine};
+use crate::wire::engine::CellOutcome;
+use crate::kernel::engine::Engine;
 use serde_json::{json, Value};
 
 const TORCHBOOK_HELP: &str = "\

@@ -9,14 +9,14 @@ mod inspect;
 mod kernel_info;
 mod plain_text;
 
-use crate::comms::CommAnswer;
-use crate::engine::{Engine, WorkerHandle};
+use crate::kernel::comms::CommAnswer;
+use crate::kernel::engine::{Engine, WorkerHandle};
 use crate::protocol::messages::{
     CommInfoReply, ExecutionState, HistoryReply, InterruptReply, ReplyStatus, ShutdownReply, ShutdownRequest,
     Status,
 };
 use crate::protocol::{Content, WireMessage};
-use crate::transport::{Incoming, Iopub, Replier};
+use crate::kernel::transport::{Incoming, Iopub, Replier};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -44,11 +44,11 @@ pub struct ShellHandler {
     pub stdin: Stdin,
     pub engine: Engine,
     pub execution_count: u64,
-    pub history: crate::history::History,
+    pub history: crate::kernel::history::History,
     /// Requests that were already queued when a cell failed with `stop_on_error`: their
     /// execute requests are answered `aborted` (the server loop takes these first).
     pub queued_behind_error: std::collections::VecDeque<WireMessage>,
-    pub comms: crate::comms::CommRegistry,
+    pub comms: crate::kernel::comms::CommRegistry,
 }
 
 /// The control channel's handler: answered even while a cell runs.
@@ -174,7 +174,7 @@ impl ControlHandler {
                 self.replier.reply(&request, kernel_info_reply()).await;
             }
             Content::InterruptRequest(_) => {
-                self.state.worker.interrupt(crate::engine::interrupt_grace());
+                self.state.worker.interrupt(crate::kernel::engine::interrupt_grace());
                 let reply = InterruptReply {
                     status: ReplyStatus::Ok,
                 };

@@ -2,7 +2,7 @@
 //! heartbeat echo, the iopub publisher with its welcome message, and signed send/receive on the
 //! ROUTER channels. A frame that cannot be decoded is logged and dropped; the channel carries on.
 
-use crate::connection::{Channel, ConnectionInfo};
+use crate::protocol::connection::{Channel, ConnectionInfo};
 use crate::protocol::messages::{IopubWelcome, Message};
 use crate::protocol::{Content, Header, Signer, WireMessage};
 use bytes::Bytes;

@@ -1,4 +1,4 @@
-// Run once in every fresh evcxr worker (see engine.rs). It must compile as a cell on its own.
+// Run once in every fresh evcxr worker (see wire/worker.rs). It must compile as a cell on its own.
 std::panic::set_hook(Box::new(|info| {
     fn json_string(s: &str) -> String {
         let mut out = String::from("\"");
@@ -36,9 +36,9 @@ std::panic::set_hook(Box::new(|info| {
         json_string(&thread)
     );
 }));
-// The cell side of the output relay (worker_output.rs): Rust buffers stdout until a newline, so
+// The cell side of the output relay (worker/output.rs): Rust buffers stdout until a newline, so
 // flush it on a short timer, and on request at the end of every cell. The `;` after the block
-// keeps it from being a final value (see final_value.rs: evcxr cannot show one with the prelude).
+// keeps it from being a final value (see engine/final_value.rs: evcxr cannot show one with the prelude).
 if let Some(fd) = std::env::var("TORCHBOOK_FLUSH_FD").ok().and_then(|v| v.parse::<i32>().ok()) {
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;

@@ -1,21 +1,29 @@
 //! The engine process (`torchbook engine`, started by the kernel): evcxr's `CommandContext`,
 //! its rust-analyzer database and the cell worker live here, so that the kernel process that
 //! holds the sockets stays small and survives whatever happens to them. It talks to the kernel
-//! over its stdin and stdout ([`crate::engine_wire`]) and ends when its stdin closes.
+//! over its stdin and stdout ([`crate::wire::engine`]) and ends when its stdin closes.
 //!
 //! Inside, evcxr runs on the main thread and a forwarder turns the worker's output into an
 //! ordered stream of [`EngineEvent`]s. Ordering matters: evcxr hands us stdout lines on one
 //! channel and returns from `execute` only once that channel is drained. The engine thread
 //! therefore does not report a cell's outcome itself; it passes it to the forwarder thread,
 //! which has already forwarded every stdout line it took, drains what is left, and only then
-//! emits [`EngineEvent::Finished`]. What runs a cell inside evcxr is in [`crate::session`].
+//! emits [`EngineEvent::Finished`]. What runs a cell inside evcxr is in [`crate::engine::session`].
 
-use crate::cell_error::CellError;
-use crate::engine::{trace, CellOutcome, Completions, EngineEvent, Inspection};
-use crate::engine_wire::{write_line, FromEngine, ToEngine};
+
+pub mod cell_build;
+pub mod compile_error;
+pub mod final_value;
+pub mod session;
+pub mod spare;
+
+use crate::wire::cell_error::CellError;
+use crate::trace::trace;
+use crate::wire::engine::{CellOutcome, Completions, EngineEvent, Inspection};
+use crate::wire::engine::{write_line, FromEngine, ToEngine};
 use crate::prelude::{PreludeConfig, PreludeUnavailable};
-use crate::session::{FinalValue, Session};
-use crate::side_channel;
+use crate::engine::session::{FinalValue, Session};
+use crate::wire::side_channel;
 use crossbeam_channel::{select, Receiver};
 use std::io::{BufRead, Write};
 use std::process::Child;
@@ -25,14 +33,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
-/// Rust run once in every fresh worker: it routes panics to the side channel so that the kernel
-/// can report them as errors (evcxr catches the unwind and would otherwise report success).
-pub(crate) const WORKER_SETUP: &str = include_str!("worker_setup.rs");
 
 /// Runs the engine process until the kernel closes its stdin. Call first thing in the process:
 /// it rearranges the standard descriptors.
 pub fn run() -> i32 {
-    crate::engine::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::trace::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
     let (requests_in, protocol) = take_standard_streams();
     serve(Connection::Kernel {
         reader: Box::new(std::io::BufReader::new(requests_in)),
@@ -44,9 +49,9 @@ pub fn run() -> i32 {
 /// kernel to take it over its socket, then serves that kernel as [`run`] does. Exits at once
 /// when a spare with the same key already runs, and once any of `owners` has ended.
 pub fn run_spare(owners: &[u32]) -> i32 {
-    crate::engine::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
-    crate::spare::remember_original();
-    let waiting = match crate::spare::Waiting::open() {
+    crate::trace::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::wire::spare::remember_original();
+    let waiting = match crate::engine::spare::Waiting::open() {
         Ok(Some(waiting)) => waiting,
         Ok(None) => return 0,
         Err(e) => {
@@ -75,7 +80,7 @@ enum Connection {
     },
     /// A spare: whichever kernel claims it, over its socket. `folder` is ours to remove.
     Spare {
-        waiting: crate::spare::Waiting,
+        waiting: crate::engine::spare::Waiting,
         folder: std::path::PathBuf,
         owners: Vec<u32>,
     },
@@ -156,20 +161,20 @@ fn serve(connection: Connection) -> i32 {
                     // Called once a claim is read, before the ready file is removed.
                     let reply = || {
                         *claimed.lock().unwrap() = true;
-                        crate::spare::ClaimReply {
+                        crate::wire::spare::ClaimReply {
                             pid: std::process::id(),
                             folder: folder.clone(),
                             warm: warm.load(Ordering::SeqCst),
                         }
                     };
-                    let Some(claim) = waiting.wait(crate::spare::idle_limit(), &owners, reply) else {
+                    let Some(claim) = waiting.wait(crate::engine::spare::idle_limit(), &owners, reply) else {
                         trace("nobody took this spare engine; exiting");
                         end_engine(&reader_worker, Some(&folder));
                     };
                     trace(&format!("taken by kernel {}", claim.request.kernel_pid));
                     let kernel = claim.request.original;
                     let _ = std::env::set_current_dir(&kernel.cwd);
-                    let cell = crate::spare::adoption_cell(&crate::spare::original_of_this_process(), &kernel);
+                    let cell = crate::engine::spare::adoption_cell(&crate::engine::spare::original_of_this_process(), &kernel);
                     let _ = adopt.send(EngineRequest::Adopt(cell));
                     let reader: Box<dyn BufRead + Send> = Box::new(claim.reader);
                     let writer: Box<dyn Write + Send> = Box::new(claim.writer);

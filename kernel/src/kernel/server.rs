@@ -1,11 +1,11 @@
 //! Glue that runs a kernel: bind the channels, start their tasks, and wait for a reason to stop
 //! (a shutdown request, the parent process going away, or SIGTERM). SIGINT never stops it.
 
-use crate::connection::ConnectionInfo;
-use crate::engine::{Engine, EngineFolder};
-use crate::handlers::{ControlHandler, KernelState, ShellHandler};
+use crate::protocol::connection::ConnectionInfo;
+use crate::kernel::engine::{Engine, EngineFolder};
+use crate::kernel::handlers::{ControlHandler, KernelState, ShellHandler};
 use crate::protocol::Signer;
-use crate::transport::{self, Sockets};
+use crate::kernel::transport::{self, Sockets};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -49,13 +49,13 @@ pub async fn serve(info: ConnectionInfo, engine_folder: EngineFolder) -> Result<
     let mut shell = ShellHandler {
         state: state.clone(),
         replier: shell_out,
-        stdin: crate::handlers::Stdin {
+        stdin: crate::kernel::handlers::Stdin {
             incoming: stdin_in,
             replier: stdin_out,
         },
         engine,
         execution_count: 0,
-        history: crate::history::History::open(),
+        history: crate::kernel::history::History::open(),
         queued_behind_error: Default::default(),
         comms: Default::default(),
     };
@@ -81,7 +81,7 @@ pub async fn serve(info: ConnectionInfo, engine_folder: EngineFolder) -> Result<
             // jupyter_client's signal mode signals the whole process group: the kernel survives
             // it and treats it as an interrupt of the running cell.
             _ = interrupts.recv() => {
-                state.worker.interrupt(crate::engine::interrupt_grace());
+                state.worker.interrupt(crate::kernel::engine::interrupt_grace());
             }
             _ = parent_check.tick() => if !parent.alive() {
                 eprintln!("torchbook: parent process is gone; exiting");

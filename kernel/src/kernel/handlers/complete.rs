@@ -3,9 +3,9 @@
 //! Jupyter counts `cursor_pos` in Unicode code points; evcxr works in bytes. Both directions are
 //! converted here.
 
-use crate::engine::Engine;
+use crate::kernel::engine::Engine;
 use crate::protocol::messages::{CompleteReply, CompleteRequest, IsCompleteReply, ReplyStatus};
-use crate::is_complete::Completeness;
+use crate::kernel::is_complete::Completeness;
 use crate::protocol::Content;
 
 fn byte_offset(code: &str, code_points: usize) -> usize {
@@ -33,7 +33,7 @@ pub async fn complete(engine: &Engine, request: &CompleteRequest) -> Content {
 
 /// Whether the cell can run as typed (see `is_complete.rs`).
 pub fn is_complete(code: &str) -> Content {
-    let (status, indent) = match crate::is_complete::check(code) {
+    let (status, indent) = match crate::kernel::is_complete::check(code) {
         Completeness::Complete => ("complete", None),
         Completeness::Incomplete { indent } => ("incomplete", Some(indent)),
         Completeness::Invalid => ("invalid", None),

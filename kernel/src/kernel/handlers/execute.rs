@@ -2,15 +2,15 @@
 //! iopub as it arrives (batched), then publish the result or the error and build the reply.
 
 use super::ShellHandler;
-use crate::cell_error::CellError;
-use crate::engine::{CellOutcome, EngineEvent};
+use crate::wire::cell_error::CellError;
+use crate::wire::engine::{CellOutcome, EngineEvent};
 use crate::protocol::messages::{
     ClearOutput, DisplayData, ErrorInfo, ExecuteInput, ExecuteReply, ExecuteRequest,
     ExecuteResult, InputReply, InputRequest, MimeBundle, ReplyStatus, Stream, StreamName,
 };
 use crate::protocol::{Content, WireMessage};
-use crate::side_channel::{mime_value, Record, StreamKind};
-use crate::stream_batcher::StreamBatcher;
+use crate::wire::side_channel::{mime_value, Record, StreamKind};
+use crate::kernel::stream_batcher::StreamBatcher;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 

@@ -2,9 +2,11 @@
 //! and how a cell is executed — the prelude, the final value rewrite (see `final_value`), the
 //! idle warm-up, `:clear`, inspection, and input requests to the frontend.
 
-use crate::cell_error::{self, CellError};
-use crate::engine::{trace, CellOutcome, EngineEvent, Inspection};
-use crate::engine_host::WORKER_SETUP;
+use crate::engine::compile_error;
+use crate::wire::cell_error::CellError;
+use crate::trace::trace;
+use crate::wire::engine::{CellOutcome, EngineEvent, Inspection};
+use crate::wire::worker::WORKER_SETUP;
 use crate::prelude::{prelude_cell, PreludeConfig};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 /// Who shows a cell's final value.
 #[derive(Clone, Copy)]
 pub(crate) enum FinalValue {
-    /// The prelude's `cell_value` (one compile; see [`crate::final_value`]), when loaded.
+    /// The prelude's `cell_value` (one compile; see [`crate::engine::final_value`]), when loaded.
     ThroughPrelude,
     /// Returned by evcxr as text/plain (its `Debug` text): what `user_expressions` need, since
     /// a value shown by the prelude arrives as a side-channel record.
@@ -61,7 +63,7 @@ impl Session {
                     Err(e) => {
                         note(format!(
                             "torchbook: the prelude failed to load, so cells run plain Rust: {}",
-                            crate::cell_error::from_evcxr(&e, "").evalue
+                            crate::engine::compile_error::from_evcxr(&e, "").evalue
                         ));
                         // A failed `:dep` would break every later cell: `:clear` drops it (and
                         // restarts the worker) in the same context, whose output the forwarder
@@ -104,7 +106,7 @@ impl Session {
         // The value goes through the same rewrite as a user's (its trait dispatch is the
         // costliest first-time inference of all); the early return comes after it.
         let value_cell = "let torchbook_warm_up = Tensor::randn(&[2, 2], FLOAT_CPU);\ntorchbook_warm_up.sum(Kind::Float)";
-        let shown = crate::final_value::rewrite(value_cell).map_or_else(|| value_cell.to_owned(), |r| r.code);
+        let shown = crate::engine::final_value::rewrite(value_cell).map_or_else(|| value_cell.to_owned(), |r| r.code);
         let cell = format!("{shown}\nErr::<(), _>(std::fmt::Error)?;");
         self.quiet.store(true, Ordering::SeqCst);
         if let Err(e) = self.context.execute(&cell) {
@@ -135,14 +137,14 @@ impl Session {
     /// prelude are loaded again, so the session is as a new kernel's.
     pub(crate) fn clear(&mut self) -> CellOutcome {
         if let Err(error) = self.context.execute(":clear") {
-            return CellOutcome::Failed(cell_error::from_evcxr(&error, ":clear"));
+            return CellOutcome::Failed(compile_error::from_evcxr(&error, ":clear"));
         }
         if let Err(e) = self.context.execute(WORKER_SETUP) {
             eprintln!("torchbook: worker setup failed after :clear: {e}");
         }
         if let Some(prelude) = &self.prelude {
             if let Err(error) = self.context.execute(prelude) {
-                return CellOutcome::Failed(cell_error::from_evcxr(&error, prelude));
+                return CellOutcome::Failed(compile_error::from_evcxr(&error, prelude));
             }
         }
         if let Some(adoption) = &self.adoption {
@@ -188,7 +190,7 @@ impl Session {
         // With the prelude, the final value is shown by the prelude's code: one compile instead
         // of evcxr's two (see `final_value`).
         let rewritten = match (final_value, &self.prelude) {
-            (FinalValue::ThroughPrelude, Some(_)) => crate::final_value::rewrite(code),
+            (FinalValue::ThroughPrelude, Some(_)) => crate::engine::final_value::rewrite(code),
             _ => None,
         };
         let as_text;
@@ -215,8 +217,8 @@ impl Session {
                 CellOutcome::Failed(CellError::worker_died(&message, &variables))
             }
             Err(error) => CellOutcome::Failed(match &rewritten {
-                Some(rewritten) => cell_error::from_rewritten_cell(&error, code, rewritten),
-                None => cell_error::from_evcxr(&error, code),
+                Some(rewritten) => compile_error::from_rewritten_cell(&error, code, rewritten),
+                None => compile_error::from_evcxr(&error, code),
             }),
         }
     }
@@ -231,7 +233,7 @@ fn read_input(events: &UnboundedSender<EngineEvent>, prompt: &str, password: boo
     let asked = events.send(EngineEvent::InputRequest { prompt, password, answer }).is_ok();
     match reply.recv() {
         Ok(Some(value)) if asked => value.replace(['\r', '\n'], " "),
-        _ => crate::worker_output::INPUT_EOF.to_owned(),
+        _ => crate::wire::worker::INPUT_EOF.to_owned(),
     }
 }
 

@@ -3,7 +3,8 @@
 //! installed, and the session's own items), and for a session variable its type and, at
 //! `detail_level` 1, a preview of its value.
 
-use crate::engine::{CellOutcome, Engine};
+use crate::wire::engine::CellOutcome;
+use crate::kernel::engine::Engine;
 use crate::protocol::messages::{InspectReply, InspectRequest, MimeBundle, ReplyStatus};
 use crate::protocol::Content;
 use serde_json::Value;

@@ -80,7 +80,7 @@ pub fn untyped_record() -> String {
 
 fn record(type_name: &str, message: &str) -> String {
     let record = json!({"type": "user_error", "type_name": type_name, "message": message});
-    format!("{}{record}", crate::side_channel::RECORD_PREFIX)
+    format!("{}{record}", crate::wire::side_channel::RECORD_PREFIX)
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -128,8 +128,8 @@ mod tests {
         let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
         let line = format!("{MARKER}{} {}", hex("std::io::error::Error"), hex("no such file: \"a\"\nsecond line"));
         let record = record_from_marker(&line).unwrap();
-        match crate::side_channel::parse(&record) {
-            Some(crate::side_channel::Record::UserError { type_name, message }) => {
+        match crate::wire::side_channel::parse(&record) {
+            Some(crate::wire::side_channel::Record::UserError { type_name, message }) => {
                 assert_eq!(type_name, "std::io::error::Error");
                 assert_eq!(message, "no such file: \"a\"\nsecond line");
             }

@@ -8,16 +8,17 @@
 //!   `evcxr_display` methods print) into `display` records, shown in place, except a group of
 //!   text/plain only, which is how evcxr reports the cell's value and is passed through;
 //! - turns the line that an error passed on with `?` prints into a `user_error` record
-//!   (see [`crate::question_mark`]);
+//!   (see [`crate::wire::question_mark`]);
 //! - before passing on evcxr's end-of-cell line, asks the cell side to flush Rust's stdout
 //!   buffer and waits for the answer, so that a cell's last `print!` stays with that cell.
 //!
-//! The cell side of the flush handshake is in `worker_setup.rs`: it announces itself with a
+//! The cell side of the flush handshake is in `setup_cell.rs`: it announces itself with a
 //! `flusher_ready` record, flushes stdout every [`PARTIAL_AFTER`], and answers every byte
 //! written to the pipe named by `TORCHBOOK_FLUSH_FD` with a `flushed` record.
 
-use crate::question_mark;
-use crate::side_channel::{mime_value, RECORD_PREFIX};
+use crate::wire::question_mark;
+use crate::wire::worker::INPUT_EOF;
+use crate::wire::side_channel::{mime_value, RECORD_PREFIX};
 use serde_json::{json, Map};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,9 +41,6 @@ const FLUSHER_READY: &str = "\u{1e}torchbook {\"type\":\"flusher_ready\"}";
 const FLUSHED: &str = "\u{1e}torchbook {\"type\":\"flushed\"}";
 /// What evcxr's input requests start with (its `evcxr_input` crate, and `torchbook::input`).
 const INPUT_REQUEST: &str = "EVCXR_INPUT_REQUEST";
-/// The answer the kernel gives when there is no input to give (allow_stdin false, interrupt):
-/// the relay turns it into end-of-file for the reading cell.
-pub const INPUT_EOF: &str = "\u{1e}torchbook-input-eof";
 /// How often the stdin relay looks for a cell blocked reading stdin.
 const READ_CHECK_EVERY: Duration = Duration::from_millis(100);
 

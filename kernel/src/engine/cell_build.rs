@@ -158,7 +158,7 @@ pub fn run_as_cargo() -> i32 {
 fn annotate_question_marks(crate_dir: &Path) {
     let source = crate_dir.join("src/lib.rs");
     let Ok(text) = std::fs::read_to_string(&source) else { return };
-    if let Some(annotated) = crate::question_mark::annotate_cell_source(&text) {
+    if let Some(annotated) = crate::wire::question_mark::annotate_cell_source(&text) {
         if let Err(e) = std::fs::write(&source, annotated) {
             eprintln!("torchbook: cannot annotate the cell's error conversion ({e}); `?` errors show without their type");
         }

@@ -1,13 +1,14 @@
 //! The pipe between the kernel and its engine process: one JSON object per line, requests on
-//! the engine's stdin and events on its stdout (see `engine` for the kernel's side and
-//! `engine_host` for the engine's).
+//! the engine's stdin and events on its stdout (see `kernel::engine` for the kernel's side and
+//! `engine` for the engine's), and the events and answers both sides pass around.
 //!
 //! Cell events arrive in the order the user must see them, ending with `Finished`. Answers to
 //! `Evaluate`, `Complete` and `Inspect` carry the id of their request and may arrive between
 //! cell events.
 
-use crate::engine::{CellOutcome, Completions, Inspection};
-use crate::side_channel::Record;
+use crate::wire::cell_error::CellError;
+use std::collections::HashMap;
+use crate::wire::side_channel::Record;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 
@@ -54,7 +55,7 @@ pub fn write_line<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cell_error::CellError;
+    use crate::wire::cell_error::CellError;
     use std::collections::HashMap;
 
     #[test]
@@ -84,3 +85,43 @@ mod tests {
         assert!(matches!(request, ToEngine::InputReply { value: None }));
     }
 }
+
+/// What a cell produced once it finished: its value by MIME type, or an error for the user.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CellOutcome {
+    Value(HashMap<String, String>),
+    Failed(CellError),
+}
+
+/// One thing the engine reports, in the order the user should see it.
+#[derive(Debug)]
+pub enum EngineEvent {
+    Stdout(String),
+    Stderr(String),
+    Record(Record),
+    /// The cell waits for a line of input; send `None` for end-of-file (no input to give).
+    InputRequest {
+        prompt: String,
+        password: bool,
+        answer: std::sync::mpsc::Sender<Option<String>>,
+    },
+    Finished(CellOutcome),
+}
+
+/// Completion candidates from evcxr's analyser, with the byte range they replace.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Completions {
+    pub matches: Vec<String>,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// What the analyser and the session know about the name at a position.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Inspection {
+    /// rust-analyzer's hover: signature and docs, as text and HTML.
+    pub hover: Option<(String, String)>,
+    /// The type, when the name is a variable of the session.
+    pub variable_type: Option<String>,
+}
+
