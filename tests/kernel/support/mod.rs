@@ -120,7 +120,7 @@ impl TestKernel {
     /// Test kernels listen on IPC sockets in their own folder: TCP ports picked in advance can be
     /// taken by another test's socket before the kernel binds them (tests run in parallel).
     /// As [`TestKernel::start_with_env`], but started by a stand-in frontend (a shell that
-    /// starts the kernel and waits): `process` is that shell, so a test can end the frontend.
+    /// starts the kernel and lives on): `process` is that frontend, so a test can end it.
     pub async fn start_through_frontend(env: &[(&str, &str)]) -> TestKernel {
         Self::launch_with(env, false, None, true).await
     }
@@ -143,7 +143,8 @@ impl TestKernel {
         let endpoint_base = format!("ipc://{}-", base.display());
         let mut command = if through_shell {
             let mut shell = Command::new("sh");
-            shell.args(["-c", "\"$0\" \"$@\" & wait"]).arg(binary());
+            // The frontend outlives its kernel, as a Jupyter server or Zeppelin's bridge does.
+            shell.args(["-c", "\"$0\" \"$@\" & exec sleep 3600"]).arg(binary());
             shell
         } else {
             Command::new(binary())
