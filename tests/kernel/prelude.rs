@@ -162,6 +162,38 @@ model.compile(Optimizer::adam(1e-3), Loss::cross_entropy(), &[Metric::Accuracy])
     assert!(last_update.contains("Training stopped by an error"), "{last_update}");
 });
 
+kernel_test!(variable_types_are_inferred_with_rust_analyzers_pruned_graph, async {
+    let dir = support::temp_dir();
+    let log = dir.join("cell-build.log");
+    let mut k = TestKernel::start_with_env(&[("TORCHBOOK_CELL_BUILD_LOG", log.to_str().unwrap())]).await;
+    // No annotations: std, tch, runtime and user types, as evcxr infers them.
+    let cells = [
+        "let t = Tensor::ones(&[2, 3], FLOAT_CPU);",
+        "let v = vec![1, 2, 3];\nlet mut m = std::collections::HashMap::new();\nm.insert(\"a\", 1.5f64);\nlet c = (0..5).map(|x| x * 2).collect::<Vec<_>>();\nlet tup = (1u8, \"x\".to_string());\nlet o = Some(3.0f32);",
+        "let model = Model::new(Sequential::new().add(Dense::new(4)), &[3])?;\nlet data = Dataset::new(Tensor::randn(&[8, 3], FLOAT_CPU), Tensor::randint(4, &[8], INT64_CPU))?;",
+        "struct P { x: i32 }\nlet p = P { x: 3 };\nlet img = tensor_to_image(&Tensor::rand(&[3, 4, 4], FLOAT_CPU))?;",
+    ];
+    for cell in cells {
+        let (reply, _) = k.execute(cell).await;
+        assert_eq!(reply["status"], "ok", "{cell}: {reply}");
+    }
+    let (reply, iopub) = k.execute("(v.len(), m[\"a\"], c[4], tup.1.len(), o, p.x, model.epochs_trained(), data.len(), t.size(), img.width())").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(result_text(&iopub), "(3, 1.5, 8, 1, Some(3.0), 3, 0, 8, [2, 3], 4)");
+    let built = std::fs::read_to_string(&log).unwrap_or_default();
+    // "answered rust-analyzer's cargo metadata in 13ms (12 of 130 packages, exit 0)"
+    let pruned: Vec<(usize, usize)> = built
+        .lines()
+        .filter_map(|line| {
+            let counts = line.split_once(" packages")?.0.rsplit_once('(')?.1;
+            let (kept, all) = counts.split_once(" of ")?;
+            Some((kept.parse().ok()?, all.parse().ok()?))
+        })
+        .collect();
+    assert!(pruned.iter().any(|(kept, all)| kept < all), "rust-analyzer got a pruned graph: {built}");
+    let _ = std::fs::remove_dir_all(dir);
+});
+
 kernel_test!(interrupt_stops_fit_within_a_batch_and_keeps_state, async {
     let mut k = TestKernel::start_with_prelude().await;
     let setup = r#"manual_seed(0);

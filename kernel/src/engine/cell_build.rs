@@ -49,7 +49,7 @@ const STALE_DEPENDENCY_ERRORS: [&str; 4] = ["E0460", "E0461", "E0463", "E0514"];
 
 /// The sysroot of the toolchain this binary was built with: cells must use the same one (the
 /// prelude cache was compiled by it).
-const BUILD_SYSROOT: &str = env!("TORCHBOOK_RUST_SYSROOT");
+pub(crate) const BUILD_SYSROOT: &str = env!("TORCHBOOK_RUST_SYSROOT");
 
 /// Which role this process was started in, decided from how it was invoked.
 pub enum Role {
@@ -130,6 +130,26 @@ pub fn run_as_cargo() -> i32 {
     let Ok(cwd) = std::env::current_dir() else {
         return run_real_cargo(&real_cargo, &args, None);
     };
+    if let Some(crate_dir) = super::cargo_metadata::cell_metadata_call(&args, &cwd) {
+        let started = std::time::Instant::now();
+        let code = super::cargo_metadata::answer(&args, &crate_dir, &|| {
+            let output = real_cargo_command(&real_cargo, &args).stderr(Stdio::inherit()).output();
+            match output {
+                Ok(output) => (output.status.code().unwrap_or(101), output.stdout),
+                Err(e) => {
+                    eprintln!("torchbook: cannot run cargo: {e}");
+                    (101, Vec::new())
+                }
+            }
+        });
+        let how = match (code.from_cache, code.packages) {
+            (true, _) => "from the cache".to_owned(),
+            (false, Some((kept, all))) => format!("{kept} of {all} packages"),
+            (false, None) => "unpruned".to_owned(),
+        };
+        trace(&format!("answered rust-analyzer's cargo metadata in {:?} ({how}, exit {})", started.elapsed(), code.code));
+        return code.code;
+    }
     if !replayable(&args) {
         return run_real_cargo(&real_cargo, &args, None);
     }
@@ -165,6 +185,19 @@ fn annotate_question_marks(crate_dir: &Path) {
     }
 }
 
+/// The real cargo with `args`.
+fn real_cargo_command(real_cargo: &OsString, args: &[OsString]) -> Command {
+    let mut command = Command::new(real_cargo);
+    command.args(args);
+    // Cargo's fingerprints were made with the real rustc's path (the prelude cache too).
+    if let Some(real_rustc) = std::env::var_os(REAL_RUSTC_ENV) {
+        if std::env::var_os("RUSTC").is_some_and(|r| same_file(Path::new(&r), Path::new(&real_rustc))) {
+            command.env("RUSTC", &real_rustc);
+        }
+    }
+    command
+}
+
 /// `cargo build` with evcxr's JSON messages and no wrapper of evcxr's own.
 fn replayable(args: &[OsString]) -> bool {
     let first_command = args.iter().find(|a| !a.to_string_lossy().starts_with('-'));
@@ -176,14 +209,7 @@ fn replayable(args: &[OsString]) -> bool {
 /// Runs the real cargo; with `record_in`, as the recording wrapper's cargo, saving the record
 /// when the build succeeds.
 fn run_real_cargo(real_cargo: &OsString, args: &[OsString], record_in: Option<&Path>) -> i32 {
-    let mut command = Command::new(real_cargo);
-    command.args(args);
-    // Cargo's fingerprints were made with the real rustc's path (the prelude cache too).
-    if let Some(real_rustc) = std::env::var_os(REAL_RUSTC_ENV) {
-        if std::env::var_os("RUSTC").is_some_and(|r| same_file(Path::new(&r), Path::new(&real_rustc))) {
-            command.env("RUSTC", &real_rustc);
-        }
-    }
+    let mut command = real_cargo_command(real_cargo, args);
     let Some(cwd) = record_in else {
         return exit_code(command.status());
     };

@@ -11,9 +11,11 @@
 //! emits [`EngineEvent::Finished`]. What runs a cell inside evcxr is in [`crate::engine::session`].
 
 
+pub mod cargo_metadata;
 pub mod cell_build;
 pub mod compile_error;
 pub mod final_value;
+pub mod rust_src;
 pub mod session;
 pub mod spare;
 
@@ -38,6 +40,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 /// it rearranges the standard descriptors.
 pub fn run() -> i32 {
     crate::trace::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
+    rust_src::use_trimmed_sources();
     let (requests_in, protocol) = take_standard_streams();
     serve(Connection::Kernel {
         reader: Box::new(std::io::BufReader::new(requests_in)),
@@ -68,6 +71,7 @@ pub fn run_spare(owners: &[u32]) -> i32 {
         }
     };
     crate::prelude::prepare_library_path();
+    rust_src::use_trimmed_sources();
     serve(Connection::Spare { waiting, folder: folder.path().to_owned(), owners: owners.to_vec() })
 }
 
