@@ -28,6 +28,7 @@ import tempfile
 import time
 
 import jupyter_client
+import jupyter_client.kernelspec
 
 TCH_CELL = "let t = Tensor::randn(&[3, 3], (Kind::Float, Device::Cpu)); t.sum(Kind::Float)"
 EVCXR_SETUP = ':dep tch = "0.26"\nuse tch::{Tensor, Kind, Device};'
@@ -59,6 +60,20 @@ def evcxr_kernelspec(binary, home, libtorch):
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
     return str(pathlib.Path(home) / "share/jupyter")
+
+
+def variant_kernelspec(base, name, env):
+    """A copy of the installed kernelspec `base` under `name`, with `env` added: the same kernel
+    measured with one setting changed, alternating with the original in the same run."""
+    spec = jupyter_client.kernelspec.KernelSpecManager().get_kernel_spec(base)
+    root = pathlib.Path(tempfile.mkdtemp(prefix="torchbook-bench-spec-"))
+    spec_dir = root / "kernels" / name
+    spec_dir.mkdir(parents=True)
+    spec_env = dict(spec.env or {}, **env)
+    kernel = {"argv": spec.argv, "display_name": name, "language": spec.language, "env": spec_env,
+              "interrupt_mode": spec.interrupt_mode}
+    (spec_dir / "kernel.json").write_text(json.dumps(kernel, indent=1))
+    return str(root)
 
 
 class Session:
@@ -151,19 +166,22 @@ def first_cells_with_spare(kernel_name, runs):
         raise RuntimeError("no spare engine became ready")
 
     try:
-        s = Session(kernel_name)  # cold; starts the first spare once its first cell is done
-        s.wait_ready()
-        s.run(TCH_CELL)
-        s.close()
+        # Each kernel stays open until the spare it starts after its first cell is warm, as
+        # when a user opens the next notebook with the last one still open (a kernel shut down
+        # at once may not have started its spare yet).
+        previous = Session(kernel_name)  # cold; starts the first spare once its first cell is done
+        previous.wait_ready()
+        previous.run(TCH_CELL)
         times = []
         for _ in range(runs):
             ready_spare()
-            s = Session(kernel_name)
-            s.wait_ready()
-            s.run(TCH_CELL)
-            times.append(time.perf_counter() - s.t0)
-            s.close()
+            previous.close()
+            previous = Session(kernel_name)
+            previous.wait_ready()
+            previous.run(TCH_CELL)
+            times.append(time.perf_counter() - previous.t0)
         pid = ready_spare()
+        previous.close()
         memory = rss(pid) + sum(rss(c) for c in children(pid))
         os.kill(pid, signal.SIGTERM)
         return times, memory
@@ -194,6 +212,8 @@ def main():
     parser.add_argument("--evcxr-home")
     parser.add_argument("--libtorch", default=os.environ.get("LIBTORCH", ""))
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--with-full-analyzer", action="store_true",
+                        help="also measure torchbook with rust-analyzer's untrimmed view (a column of its own)")
     args = parser.parse_args()
 
     # Spare engines (kernel/src/spare.rs) are measured on their own, at the end: here every
@@ -211,9 +231,17 @@ def main():
         print("evcxr: :dep tch (compiles tch the first time) ...", flush=True)
         print(f"evcxr: ready after {warm.run(EVCXR_SETUP)[0]:.1f} s", flush=True)
         warm.close()
+    if args.with_full_analyzer:
+        # rust-analyzer's whole view (every package, the whole standard library), as before
+        # engine/cargo_metadata.rs and engine/rust_src.rs trimmed it.
+        extra = variant_kernelspec(args.torchbook_kernel, "torchbook-ra-full",
+                                   {"TORCHBOOK_RA_FULL_GRAPH": "1", "TORCHBOOK_RA_FULL_SYSROOT": "1"})
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [os.environ.get("JUPYTER_PATH"), extra]))
+        kernels["tb-ra-full"] = "torchbook-ra-full"
+        setup["tb-ra-full"] = None
     kernels["ipykernel"] = "python3"
-    language = {"torchbook": "rust", "evcxr": "rust", "ipykernel": "python"}
-    first_code = {"torchbook": TCH_CELL, "evcxr": EVCXR_SETUP + "\n" + TCH_CELL, "ipykernel": "1 + 1"}
+    language = {"torchbook": "rust", "tb-ra-full": "rust", "evcxr": "rust", "ipykernel": "python"}
+    first_code = {"torchbook": TCH_CELL, "tb-ra-full": TCH_CELL, "evcxr": EVCXR_SETUP + "\n" + TCH_CELL, "ipykernel": "1 + 1"}
     figures = {k: {} for k in kernels}
 
     starts = {k: [] for k in kernels}
@@ -268,11 +296,15 @@ def main():
     header = f"{'figure (ms)':32}" + "".join(f"{k:>14}" for k in kernels)
     if "evcxr" in kernels:
         header += f"{'torchbook/evcxr':>18}"
+    if "tb-ra-full" in kernels:
+        header += f"{'torchbook/ra-full':>19}"
     print("\n" + header)
     for name, values in rows:
         line = f"{name:32}" + "".join(f"{values[k]:14.1f}" if k in values else f"{'-':>14}" for k in kernels)
         if "evcxr" in kernels and "evcxr" in values:
             line += f"{values['torchbook'] / values['evcxr']:18.2f}"
+        if "tb-ra-full" in kernels and "tb-ra-full" in values:
+            line += f"{values['torchbook'] / values['tb-ra-full']:19.2f}"
         print(line)
     print(f"{'  stream messages (10k lines)':32}" + "".join(f"{statistics.median([s for _, s in lines[k]]):14.0f}" for k in kernels))
     print(f"{'RSS kernel process (MB)':32}" + "".join(f"{memory[k][0]:14.1f}" for k in kernels))

@@ -26,6 +26,7 @@ impl WorkDir {
                 owned: false,
             });
         }
+        remove_folders_of_dead_kernels(&std::env::temp_dir());
         let path = std::env::temp_dir().join(format!(
             "torchbook-{}-{}",
             std::process::id(),
@@ -70,6 +71,28 @@ impl WorkDir {
     }
 }
 
+/// Removes the working folders that kernels (or spares) which were killed outright left
+/// behind (`torchbook-<pid>-<id>`, ours, whose process is gone): a `SIGKILL`, which
+/// `jupyter_client` sends when a kernel is slow to shut down, leaves no chance to clean up.
+/// A folder whose pid is alive is kept, whoever has that pid now.
+fn remove_folders_of_dead_kernels(temp: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let Ok(entries) = std::fs::read_dir(temp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("torchbook-")) else { continue };
+        let Some((pid, id)) = rest.split_once('-') else { continue };
+        let is_ours = id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit());
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let owned = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if is_ours && owned && crate::process_watch::Watched::new(pid).has_ended() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// `TORCHBOOK_CELL_OPT_LEVEL` when it names a rustc opt-level, else 0.
 fn cell_opt_level() -> String {
     match std::env::var("TORCHBOOK_CELL_OPT_LEVEL") {
@@ -91,6 +114,24 @@ fn cell_profile(opt_level: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn folders_of_dead_kernels_go_and_live_ones_stay() {
+        let temp = std::env::temp_dir().join(format!("torchbook-sweep-test-{}", std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let gone = temp.join(format!("torchbook-{dead}-{id}"));
+        let alive = temp.join(format!("torchbook-{}-{id}", std::process::id()));
+        let other = temp.join(format!("torchbook-{dead}-notours"));
+        for dir in [&gone, &alive, &other] {
+            std::fs::create_dir_all(dir.join("evcxr")).unwrap();
+        }
+        super::remove_folders_of_dead_kernels(&temp);
+        assert!(!gone.exists() && alive.exists() && other.exists());
+        std::fs::remove_dir_all(temp).unwrap();
+    }
+
     #[test]
     fn cell_profile_is_valid_cargo_configuration() {
         assert_eq!(
