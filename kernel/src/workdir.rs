@@ -11,7 +11,8 @@ pub struct WorkDir {
 
 impl WorkDir {
     /// Chooses the folder and points evcxr at it. A user's own `EVCXR_TMPDIR` is respected and
-    /// kept as it is. Call before any thread starts: it sets an environment variable.
+    /// kept as it is. Call before any thread starts: it sets environment variables (and then
+    /// starts one thread, which reads none).
     ///
     /// Our own folder holds evcxr's crate in `evcxr/` and, above it, a cargo configuration that
     /// compiles the cells (evcxr's package `ctx`) at `TORCHBOOK_CELL_OPT_LEVEL` (default 0)
@@ -26,7 +27,7 @@ impl WorkDir {
                 owned: false,
             });
         }
-        remove_folders_of_dead_kernels(&std::env::temp_dir());
+        let temp = std::env::temp_dir();
         let path = std::env::temp_dir().join(format!(
             "torchbook-{}-{}",
             std::process::id(),
@@ -40,6 +41,9 @@ impl WorkDir {
         if let Err(e) = crate::engine::cell_build::install_toolchain(&path) {
             eprintln!("torchbook: cargo will build every cell ({e})");
         }
+        // In the background: removing a dead kernel's folder takes longer than answering
+        // kernel_info; the thread reads no environment variable, so later set_vars are safe.
+        let _ = std::thread::Builder::new().name("workdir-sweep".into()).spawn(move || remove_folders_of_dead_kernels(&temp));
         Ok(WorkDir { path, owned: true })
     }
 
