@@ -149,6 +149,49 @@ class Session:
         self.km.shutdown_kernel(now=True)
 
 
+def long_sessions(kernels, setup, cells, runs):
+    """Two notebook-session rows of issue 15, per Rust kernel: a trivial cell after the session
+    defined 50 functions and 50 structs, against a fresh session's; and `cells` small cells in
+    one session, RSS growth and the last cells' time against cells 5-15."""
+    results = {}
+    for label, name in kernels.items():
+        fresh, defined = Session(name), Session(name)
+        for s in (fresh, defined):
+            s.wait_ready()
+            if setup[label]:
+                s.run(setup[label])
+        for block in range(10):
+            items = "\n".join(f"fn f_{block}_{i}(x: i32) -> i32 {{ x + {i} }}\n"
+                              f"#[derive(Debug, Clone)] struct S{block}x{i} {{ a: i32, b: String }}" for i in range(5))
+            defined.run(items)
+        times = {"fresh": [], "defined": []}
+        for _ in range(runs):  # alternating
+            times["fresh"].append(fresh.run("1 + 1")[0])
+            times["defined"].append(defined.run("1 + 1")[0])
+        fresh.close()
+        defined.close()
+        long = Session(name)
+        long.wait_ready()
+        if setup[label]:
+            long.run(setup[label])
+        per_cell, rss_at = [], {}
+        for k in range(1, cells + 1):
+            per_cell.append(long.run(f"let v{k % 50} = {k} + 1;\nv{k % 50}")[0])
+            if k in (10, cells):
+                rss_at[k] = sum(m for m in long.rss_mb() if m == m)
+        long.close()
+        early = statistics.median(per_cell[4:15])
+        late = statistics.median(per_cell[-10:])
+        results[label] = {
+            "after 50 fns + 50 structs": statistics.median(times["defined"]),
+            "  fresh session": statistics.median(times["fresh"]),
+            "cells 5-15": early,
+            f"last 10 of {cells} cells": late,
+            "rss growth": rss_at[cells] - rss_at[10],
+        }
+    return results
+
+
 def first_cells_with_spare(kernel_name, runs):
     """First tch cell from process start when the previous kernel left a warm spare engine, as
     when a user opens a second notebook. Returns the times and the waiting spare's RSS (MB)."""
@@ -212,6 +255,8 @@ def main():
     parser.add_argument("--evcxr-home")
     parser.add_argument("--libtorch", default=os.environ.get("LIBTORCH", ""))
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--session-cells", type=int, default=1000,
+                        help="cells in the long-session row (0 leaves the long-session rows out)")
     parser.add_argument("--with-full-analyzer", action="store_true",
                         help="also measure torchbook with rust-analyzer's untrimmed view (a column of its own)")
     args = parser.parse_args()
@@ -277,6 +322,8 @@ def main():
     for s in sessions.values():
         s.close()
     with_spare, spare_rss = first_cells_with_spare(args.torchbook_kernel, 5)
+    rust = {k: v for k, v in kernels.items() if language[k] == "rust" and k != "tb-ra-full"}
+    long = long_sessions(rust, setup, args.session_cells, args.runs) if args.session_cells else {}
 
     def med(xs):
         return statistics.median(xs) * 1000
@@ -312,6 +359,15 @@ def main():
     print(f"{'RSS worker process (MB)':32}" + "".join(f"{memory[k][2]:14.1f}" for k in kernels))
     print(f"{'RSS all processes (MB)':32}" + "".join(f"{sum(m for m in memory[k] if m == m):14.1f}" for k in kernels))
     print(f"{'RSS waiting spare (MB)':32}{spare_rss:14.1f}  (engine + worker, while no kernel uses it)")
+    if long:
+        print(f"\n{'long sessions (ms; MB)':32}" + "".join(f"{k:>14}" for k in long) + f"{'ratio in session':>20}")
+        for row in next(iter(long.values())):
+            values = {k: v[row] * (1 if row == "rss growth" else 1000) for k, v in long.items()}
+            print(f"{row:32}" + "".join(f"{values[k]:14.1f}" for k in long))
+        for k, v in long.items():
+            print(f"  {k}: after-definitions / fresh {v['after 50 fns + 50 structs'] / v['  fresh session']:.2f} (target <= 1.3), "
+                  f"late / early {v[f'last 10 of {args.session_cells} cells'] / v['cells 5-15']:.2f} (target <= 1.2), "
+                  f"RSS growth {v['rss growth']:.0f} MB (target <= 100)")
     print(f"\n{args.runs} runs each (first cell: {len(firsts['torchbook'])}), kernels alternating; "
           "targets: trivial <= 0.3x evcxr, tch cell <= 350 ms, first tch cell <= 2.5 s, start <= 500 ms, "
           "kernel RSS <= 40 MB, 50 queued <= 50 x trivial")
