@@ -135,7 +135,7 @@ evcxr: $(EVCXR_HOME)/.complete
 
 bench-latency: kernelspec evcxr
 	JUPYTER_PATH=$(VENV)/share/jupyter $(VENV)/bin/python benches/latency.py --torchbook-kernel torchbook \
-	  --evcxr-bin $(EVCXR_HOME)/bin/evcxr_jupyter --evcxr-home $(EVCXR_HOME) --libtorch $(LIBTORCH) --with-full-analyzer
+	  --evcxr-bin $(EVCXR_HOME)/bin/evcxr_jupyter --evcxr-home $(EVCXR_HOME) --libtorch $(LIBTORCH) --with-types-from-ra
 
 bench-fit: build $(TORCH_VENV)/.complete
 	cargo build --$(PROFILE) --locked -p torchbook --example fit_throughput

@@ -123,6 +123,21 @@ class Session:
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 return streams, error
 
+    def complete(self, code):
+        """Time to a complete_reply with at least one match (an error if there is none)."""
+        t0 = time.perf_counter()
+        reply = self.kc.complete(code, len(code), reply=True, timeout=300)
+        if not reply["content"].get("matches"):
+            raise RuntimeError(f"no completion for {code!r}: {reply['content']}")
+        return time.perf_counter() - t0
+
+    def inspect(self, code):
+        t0 = time.perf_counter()
+        reply = self.kc.inspect(code, len(code), reply=True, timeout=300)
+        if not reply["content"].get("found"):
+            return float("nan")
+        return time.perf_counter() - t0
+
     def queued(self, code, n):
         t0 = time.perf_counter()
         ids = [self.kc.execute(code) for _ in range(n)]
@@ -257,8 +272,9 @@ def main():
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--session-cells", type=int, default=1000,
                         help="cells in the long-session row (0 leaves the long-session rows out)")
-    parser.add_argument("--with-full-analyzer", action="store_true",
-                        help="also measure torchbook with rust-analyzer's untrimmed view (a column of its own)")
+    parser.add_argument("--with-types-from-ra", action="store_true",
+                        help="also measure torchbook with variable types from rust-analyzer, as before "
+                             "issue 15's second session (TORCHBOOK_TYPES_FROM_RA=1, a column of its own)")
     args = parser.parse_args()
 
     # Spare engines (kernel/src/spare.rs) are measured on their own, at the end: here every
@@ -276,17 +292,16 @@ def main():
         print("evcxr: :dep tch (compiles tch the first time) ...", flush=True)
         print(f"evcxr: ready after {warm.run(EVCXR_SETUP)[0]:.1f} s", flush=True)
         warm.close()
-    if args.with_full_analyzer:
-        # rust-analyzer's whole view (every package, the whole standard library), as before
-        # engine/cargo_metadata.rs and engine/rust_src.rs trimmed it.
-        extra = variant_kernelspec(args.torchbook_kernel, "torchbook-ra-full",
-                                   {"TORCHBOOK_RA_FULL_GRAPH": "1", "TORCHBOOK_RA_FULL_SYSROOT": "1"})
+    if args.with_types_from_ra:
+        # evcxr's rust-analyzer types every variable, with the pruned graph and trimmed
+        # library (engine/cargo_metadata.rs, engine/rust_src.rs), as before engine/annotate.rs.
+        extra = variant_kernelspec(args.torchbook_kernel, "torchbook-types-ra", {"TORCHBOOK_TYPES_FROM_RA": "1"})
         os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [os.environ.get("JUPYTER_PATH"), extra]))
-        kernels["tb-ra-full"] = "torchbook-ra-full"
-        setup["tb-ra-full"] = None
+        kernels["tb-types-ra"] = "torchbook-types-ra"
+        setup["tb-types-ra"] = None
     kernels["ipykernel"] = "python3"
-    language = {"torchbook": "rust", "tb-ra-full": "rust", "evcxr": "rust", "ipykernel": "python"}
-    first_code = {"torchbook": TCH_CELL, "tb-ra-full": TCH_CELL, "evcxr": EVCXR_SETUP + "\n" + TCH_CELL, "ipykernel": "1 + 1"}
+    language = {"torchbook": "rust", "tb-types-ra": "rust", "evcxr": "rust", "ipykernel": "python"}
+    first_code = {"torchbook": TCH_CELL, "tb-types-ra": TCH_CELL, "evcxr": EVCXR_SETUP + "\n" + TCH_CELL, "ipykernel": "1 + 1"}
     figures = {k: {} for k in kernels}
 
     starts = {k: [] for k in kernels}
@@ -316,13 +331,21 @@ def main():
                 code = TCH_CELL.replace("[3, 3]", f"[3, {i + 3}]")
                 tch[label].append(s.run(code)[0])
                 again[label].append(s.run(code)[0])
+    # Memory after the first tch cell and the ones after it, before anything asks for a
+    # completion (which widens torchbook's rust-analyzer view: docs/ARCHITECTURE.md).
+    memory = {k: s.rss_mb() for k, s in sessions.items()}
+    completion, inspection = {}, {}
+    for label, s in sessions.items():
+        if label in tch:
+            completion[label] = [s.complete("t.si") for _ in range(6)]
+            inspection[label] = [s.inspect("t") for _ in range(5)]
     lines = {k: [s.run(LINES[language[k]]) for _ in range(5)] for k, s in sessions.items()}
     queued = {k: s.queued("1 + 1", 50) for k, s in sessions.items()}
-    memory = {k: s.rss_mb() for k, s in sessions.items()}
+    memory_after_completion = {k: s.rss_mb() for k, s in sessions.items()}
     for s in sessions.values():
         s.close()
     with_spare, spare_rss = first_cells_with_spare(args.torchbook_kernel, 5)
-    rust = {k: v for k, v in kernels.items() if language[k] == "rust" and k != "tb-ra-full"}
+    rust = {k: v for k, v in kernels.items() if language[k] == "rust" and k != "tb-types-ra"}
     long = long_sessions(rust, setup, args.session_cells, args.runs) if args.session_cells else {}
 
     def med(xs):
@@ -337,27 +360,31 @@ def main():
         ("  max", {k: max(v) * 1000 for k, v in trivial.items()}),
         ("tch cell after the first", {k: med(v) for k, v in tch.items()}),
         ("same tch cell again", {k: med(v) for k, v in again.items()}),
+        ("first completion `t.si`", {k: v[0] * 1000 for k, v in completion.items()}),
+        ("  later completions, median", {k: med(v[1:]) for k, v in completion.items()}),
+        ("inspect `t`, median", {k: med(v) for k, v in inspection.items()}),
         ("print 10,000 lines", {k: med([t for t, _ in v]) for k, v in lines.items()}),
         ("50 queued 1 + 1 cells", {k: v * 1000 for k, v in queued.items()}),
     ]
     header = f"{'figure (ms)':32}" + "".join(f"{k:>14}" for k in kernels)
     if "evcxr" in kernels:
         header += f"{'torchbook/evcxr':>18}"
-    if "tb-ra-full" in kernels:
-        header += f"{'torchbook/ra-full':>19}"
+    if "tb-types-ra" in kernels:
+        header += f"{'torchbook/types-ra':>19}"
     print("\n" + header)
     for name, values in rows:
         line = f"{name:32}" + "".join(f"{values[k]:14.1f}" if k in values else f"{'-':>14}" for k in kernels)
         if "evcxr" in kernels and "evcxr" in values:
             line += f"{values['torchbook'] / values['evcxr']:18.2f}"
-        if "tb-ra-full" in kernels and "tb-ra-full" in values:
-            line += f"{values['torchbook'] / values['tb-ra-full']:19.2f}"
+        if "tb-types-ra" in kernels and "tb-types-ra" in values:
+            line += f"{values['torchbook'] / values['tb-types-ra']:19.2f}"
         print(line)
     print(f"{'  stream messages (10k lines)':32}" + "".join(f"{statistics.median([s for _, s in lines[k]]):14.0f}" for k in kernels))
     print(f"{'RSS kernel process (MB)':32}" + "".join(f"{memory[k][0]:14.1f}" for k in kernels))
     print(f"{'RSS engine process (MB)':32}" + "".join(f"{memory[k][1]:14.1f}" for k in kernels))
     print(f"{'RSS worker process (MB)':32}" + "".join(f"{memory[k][2]:14.1f}" for k in kernels))
     print(f"{'RSS all processes (MB)':32}" + "".join(f"{sum(m for m in memory[k] if m == m):14.1f}" for k in kernels))
+    print(f"{'RSS all, after completions (MB)':32}" + "".join(f"{sum(m for m in memory_after_completion[k] if m == m):14.1f}" for k in kernels))
     print(f"{'RSS waiting spare (MB)':32}{spare_rss:14.1f}  (engine + worker, while no kernel uses it)")
     if long:
         print(f"\n{'long sessions (ms; MB)':32}" + "".join(f"{k:>14}" for k in long) + f"{'ratio in session':>20}")

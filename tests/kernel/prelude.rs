@@ -162,7 +162,7 @@ model.compile(Optimizer::adam(1e-3), Loss::cross_entropy(), &[Metric::Accuracy])
     assert!(last_update.contains("Training stopped by an error"), "{last_update}");
 });
 
-kernel_test!(variable_types_are_inferred_with_rust_analyzers_pruned_graph, async {
+kernel_test!(variable_types_are_inferred_while_rust_analyzer_sees_no_dependency, async {
     let dir = support::temp_dir();
     let log = dir.join("cell-build.log");
     let mut k = TestKernel::start_with_env(&[("TORCHBOOK_CELL_BUILD_LOG", log.to_str().unwrap())]).await;
@@ -190,7 +190,9 @@ kernel_test!(variable_types_are_inferred_with_rust_analyzers_pruned_graph, async
             Some((kept.parse().ok()?, all.parse().ok()?))
         })
         .collect();
-    assert!(pruned.iter().any(|(kept, all)| kept < all), "rust-analyzer got a pruned graph: {built}");
+    // Types come from rustc (engine/type_probe.rs): until a completion, rust-analyzer gets the
+    // cell crate alone.
+    assert!(pruned.iter().any(|(kept, all)| *kept == 1 && kept < all), "rust-analyzer got the lean view: {built}");
     let _ = std::fs::remove_dir_all(dir);
 });
 

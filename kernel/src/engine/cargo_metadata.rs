@@ -48,6 +48,77 @@ fn is_cell_crate(manifest: &Path) -> bool {
     std::fs::read_to_string(manifest).is_ok_and(|text| text.lines().any(|l| l.trim() == "name = \"ctx\""))
 }
 
+/// The package name evcxr gives the manifest it writes to check a new `:dep` (`validate_dep`).
+const DEPENDENCY_CHECK_PACKAGE: &str = "evcxr_dummy_validate_dep";
+
+/// True when `args` is evcxr's check of a new `:dep`: `cargo metadata` on a throw-away
+/// manifest in the cell crate's folder.
+pub fn dependency_check_call(args: &[OsString], cwd: &Path) -> bool {
+    let first_command = args.iter().find(|a| !a.to_string_lossy().starts_with('-'));
+    first_command.is_some_and(|c| c == "metadata")
+        && std::fs::read_to_string(cwd.join("Cargo.toml"))
+            .is_ok_and(|text| text.lines().any(|l| l.trim() == format!("name = \"{DEPENDENCY_CHECK_PACKAGE}\"")))
+}
+
+/// Answers evcxr's `:dep` check from the cache when the same dependency was checked before,
+/// in this folder or in the prelude cache it was seeded from. Cargo resolves the whole graph
+/// afresh for the throw-away package (its lock file is the cell crate's): ≈ 2 s of a cold
+/// kernel's prelude cell for the prelude's own `:dep`. Only successful checks are kept, keyed
+/// by the arguments, the manifest (which names the dependency) and the manifests of the path
+/// dependencies it names, with the lock file cargo leaves, which a hit puts in place as cargo
+/// would; `run` runs the real cargo (exit code, stdout, stderr).
+pub fn answer_dependency_check(args: &[OsString], cwd: &Path, run: &dyn Fn() -> (i32, Vec<u8>, Vec<u8>)) -> (i32, bool) {
+    let key = dependency_check_key(args, cwd);
+    let cached = key.map(|k| cwd.join(CACHE_DIR).join(format!("dep-check-{k}")));
+    if let Some(answer) = cached.as_ref().and_then(|path| std::fs::read(path).ok()) {
+        if let Ok((stdout, stderr, lock)) = serde_json::from_slice::<(String, String, Option<String>)>(&answer) {
+            // What cargo would have left behind: the lock file it resolved, which the cell
+            // crate's next `cargo metadata` and build then find up to date.
+            if let Some(lock) = lock {
+                let _ = std::fs::write(cwd.join("Cargo.lock"), lock);
+            }
+            print(stdout.as_bytes());
+            eprint!("{stderr}");
+            return (0, true);
+        }
+    }
+    let (code, stdout, stderr) = run();
+    if code == 0 {
+        if let Some(path) = &cached {
+            let lock = std::fs::read_to_string(cwd.join("Cargo.lock")).ok();
+            let answer = (String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned(), lock);
+            let _ = std::fs::create_dir_all(cwd.join(CACHE_DIR));
+            if let Ok(text) = serde_json::to_vec(&answer) {
+                let _ = std::fs::write(path, text);
+            }
+        }
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&stdout);
+    let _ = std::io::stderr().write_all(&stderr);
+    (code, false)
+}
+
+fn dependency_check_key(args: &[OsString], cwd: &Path) -> Option<String> {
+    let mut hash = Sha256::new();
+    for arg in args {
+        hash.update(arg.as_encoded_bytes());
+        hash.update(b"\0");
+    }
+    let manifest = std::fs::read_to_string(cwd.join("Cargo.toml")).ok()?;
+    hash.update(manifest.as_bytes());
+    // `path = "…"` dependencies: their own manifests decide what resolves.
+    for (at, _) in manifest.match_indices("path = \"") {
+        let rest = &manifest[at + "path = \"".len()..];
+        let Some(end) = rest.find('"') else { continue };
+        let folder = cwd.join(&rest[..end]);
+        if folder.is_dir() {
+            hash.update(std::fs::read(folder.join("Cargo.toml")).ok()?);
+        }
+    }
+    Some(hex::encode(&hash.finalize()[..12]))
+}
+
 /// How a `cargo metadata` call was answered.
 pub struct Answered {
     pub code: i32,
@@ -60,7 +131,11 @@ pub struct Answered {
 /// code and stdout.
 pub fn answer(args: &[OsString], manifest_dir: &Path, run: &dyn Fn() -> (i32, Vec<u8>)) -> Answered {
     let prune = std::env::var("TORCHBOOK_RA_FULL_GRAPH").map_or(true, |v| v != "1");
-    let key = cache_key(args, manifest_dir, prune);
+    // The lean view (types from rustc, no completion asked for yet): the cell crate alone.
+    let lean = std::env::var(super::rust_src::VIEW_ENV).is_ok_and(|v| v == "lean");
+    let depth = if lean { 0 } else { DEPTH };
+    let prune = prune || lean;
+    let key = cache_key(args, manifest_dir, prune, depth);
     let cached = key.as_ref().map(|k| manifest_dir.join(CACHE_DIR).join(k));
     if let Some(text) = cached.as_ref().and_then(|path| std::fs::read(path).ok()) {
         print(&text);
@@ -83,7 +158,7 @@ pub fn answer(args: &[OsString], manifest_dir: &Path, run: &dyn Fn() -> (i32, Ve
         Ok(mut metadata) if prune => {
             let count = |m: &Value| m["packages"].as_array().map_or(0, Vec::len);
             let before = count(&metadata);
-            prune_to_depth(&mut metadata, DEPTH);
+            prune_to_depth(&mut metadata, depth);
             packages = Some((count(&metadata), before));
             serde_json::to_vec(&metadata).unwrap_or_else(|_| line.as_bytes().to_vec())
         }
@@ -109,7 +184,7 @@ fn print(bytes: &[u8]) {
 
 /// Arguments, manifest, lock file and the pruning switch; `None` when the manifest cannot be
 /// read (no caching then).
-fn cache_key(args: &[OsString], manifest_dir: &Path, prune: bool) -> Option<String> {
+fn cache_key(args: &[OsString], manifest_dir: &Path, prune: bool, depth: usize) -> Option<String> {
     let mut hash = Sha256::new();
     for arg in args {
         hash.update(arg.as_encoded_bytes());
@@ -121,7 +196,7 @@ fn cache_key(args: &[OsString], manifest_dir: &Path, prune: bool) -> Option<Stri
     if let Some(lock) = std::env::var_os("CARGO_RESOLVER_LOCKFILE_PATH") {
         hash.update(std::fs::read(lock).unwrap_or_default());
     }
-    hash.update([prune as u8, DEPTH as u8]);
+    hash.update([prune as u8, depth as u8]);
     Some(hex::encode(&hash.finalize()[..12]))
 }
 
@@ -211,6 +286,21 @@ mod tests {
     #[test]
     fn only_the_cell_crates_own_metadata_is_answered() {
         let dir = std::env::temp_dir().join(format!("torchbook-metadata-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Cargo.toml"), format!("[package]\nname = \"{DEPENDENCY_CHECK_PACKAGE}\"\n")).unwrap();
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(dependency_check_call(&args(&["metadata", "--format-version=1"]), &dir));
+        let runs = std::cell::Cell::new(0);
+        let run = || {
+            runs.set(runs.get() + 1);
+            (0, b"{\"packages\":[]}".to_vec(), Vec::new())
+        };
+        assert_eq!(answer_dependency_check(&args(&["metadata", "--format-version=1"]), &dir, &run), (0, false));
+        assert_eq!(answer_dependency_check(&args(&["metadata", "--format-version=1"]), &dir, &run), (0, true));
+        assert_eq!(runs.get(), 1, "the second check came from the cache");
+        std::fs::write(dir.join("Cargo.toml"), format!("[package]\nname = \"{DEPENDENCY_CHECK_PACKAGE}\"\n[dependencies]\nrand = \"0.8\"\n")).unwrap();
+        assert_eq!(answer_dependency_check(&args(&["metadata", "--format-version=1"]), &dir, &run), (0, false), "another dependency is checked");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("src")).unwrap();
         std::fs::write(dir.join("src/lib.rs"), "").unwrap();
         std::fs::write(dir.join("Cargo.toml"), "[package]\nname = \"ctx\"\n").unwrap();

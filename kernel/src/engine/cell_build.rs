@@ -150,22 +150,52 @@ pub fn run_as_cargo() -> i32 {
         trace(&format!("answered rust-analyzer's cargo metadata in {:?} ({how}, exit {})", started.elapsed(), code.code));
         return code.code;
     }
+    if super::cargo_metadata::dependency_check_call(&args, &cwd) {
+        let started = std::time::Instant::now();
+        let (code, cached) = super::cargo_metadata::answer_dependency_check(&args, &cwd, &|| {
+            match real_cargo_command(&real_cargo, &args).output() {
+                Ok(output) => (output.status.code().unwrap_or(101), output.stdout, output.stderr),
+                Err(e) => (101, Vec::new(), format!("torchbook: cannot run cargo: {e}\n").into_bytes()),
+            }
+        });
+        trace(&format!("answered evcxr's :dep check in {:?} ({}, exit {code})", started.elapsed(), if cached { "from the cache" } else { "cargo" }));
+        return code;
+    }
     if !replayable(&args) {
         return run_real_cargo(&real_cargo, &args, None);
     }
     annotate_question_marks(&cwd);
     let started = std::time::Instant::now();
-    if let Some(record) = load_record(&cwd) {
+    let current = load_record(&cwd).filter(|record| {
         let matches = key(&args, &cwd, &record.watched).as_deref() == Some(record.key.as_str());
         trace(&format!("record checked in {:?}: {}", started.elapsed(), if matches { "current" } else { "stale" }));
-        if matches {
-            match replay(&record, &cwd) {
-                Replayed::Done(code) => {
-                    trace(&format!("rustc built the cell without cargo in {:?} (exit {code})", started.elapsed()));
-                    return code;
-                }
-                Replayed::NeedsCargo => trace("recorded cell build is stale; running cargo"),
+        matches
+    });
+    // New variables' types, from rustc (see `type_probe`), before the cell is built.
+    let probed = std::time::Instant::now();
+    let mut command = || match &current {
+        Some(record) => Some((record.command.clone(), record.env.clone())),
+        None => command_from_cargo(&real_cargo, &args, &cwd),
+    };
+    match super::type_probe::resolve(&cwd, &mut command) {
+        super::type_probe::Outcome::Ready => {}
+        super::type_probe::Outcome::Failed(messages) => {
+            let mut out = std::io::stdout().lock();
+            for message in messages {
+                let _ = writeln!(out, "{message}");
             }
+            let _ = writeln!(out, "{}", serde_json::json!({"reason": "build-finished", "success": false}));
+            return 101;
+        }
+    }
+    trace(&format!("variable types ready in {:?}", probed.elapsed()));
+    if let Some(record) = &current {
+        match replay(record, &cwd) {
+            Replayed::Done(code) => {
+                trace(&format!("rustc built the cell without cargo in {:?} (exit {code})", started.elapsed()));
+                return code;
+            }
+            Replayed::NeedsCargo => trace("recorded cell build is stale; running cargo"),
         }
     }
     let code = run_real_cargo(&real_cargo, &args, Some(&cwd));
@@ -260,6 +290,25 @@ fn run_real_cargo(real_cargo: &OsString, args: &[OsString], record_in: Option<&P
     }
     let _ = std::fs::remove_file(&pending);
     code
+}
+
+/// The cell crate's rustc command as cargo would run it now, for the type probe when there is
+/// no current record: cargo builds what the dependencies need and runs the recording wrapper
+/// for the cell crate, whose build may fail (its placeholders are not defined yet). Cargo's
+/// messages are not evcxr's business here and are dropped.
+fn command_from_cargo(real_cargo: &OsString, args: &[OsString], cwd: &Path) -> Option<super::type_probe::RustcCommand> {
+    let pending = cwd.join("target/torchbook-probe-rustc.json");
+    let _ = std::fs::remove_file(&pending);
+    let status = real_cargo_command(real_cargo, args)
+        .env("RUSTC_WRAPPER", std::env::current_exe().ok()?)
+        .env(RECORD_ENV, &pending)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let command = load_pending(&pending);
+    let _ = std::fs::remove_file(&pending);
+    trace(&format!("cargo ran for the type probe's rustc command ({:?}, {})", status.map(|s| s.code()), if command.is_some() { "got it" } else { "none" }));
+    command
 }
 
 /// The package folder of a `path+file://` dependency in a cargo message.

@@ -1,6 +1,7 @@
 //! evcxr's errors as the user sees them: compile errors rendered like rustc's (the cell's line,
 //! a caret under the span, positions in the cell as written), and evcxr's other failures.
 
+use crate::engine::annotate::Annotated;
 use crate::engine::final_value::Rewritten;
 use crate::wire::cell_error::{paint, CellError};
 use evcxr::CompilationError;
@@ -29,7 +30,8 @@ pub fn from_evcxr(error: &evcxr::Error, code: &str) -> CellError {
 
 /// Converts an evcxr error for the cell `code` that ran as `rewritten` (its final value handed
 /// to the prelude, see [`crate::engine::final_value`]): locations point at the cell as written.
-pub fn from_rewritten_cell(error: &evcxr::Error, code: &str, rewritten: &Rewritten) -> CellError {
+/// `column_in_cell` maps a compiler position (line, column) to the column as written.
+pub fn from_rewritten_cell(error: &evcxr::Error, code: &str, column_in_cell: &dyn Fn(usize, usize) -> usize) -> CellError {
     let evcxr::Error::CompilationErrors(errors) = error else {
         return from_evcxr(error, code);
     };
@@ -42,7 +44,17 @@ pub fn from_rewritten_cell(error: &evcxr::Error, code: &str, rewritten: &Rewritt
         ];
         return CellError::new("CompileError", message, traceback);
     }
-    compile_errors_mapped(errors, code, &|line, column| rewritten.original_column(line, column))
+    compile_errors_mapped(errors, code, column_in_cell)
+}
+
+/// Converts an evcxr error for the cell `code` that ran with placeholder types written in.
+pub fn from_annotated_cell(error: &evcxr::Error, code: &str, annotated: &Annotated) -> CellError {
+    match error {
+        evcxr::Error::CompilationErrors(errors) => {
+            compile_errors_mapped(errors, code, &|line, column| annotated.original_column(line, column))
+        }
+        other => from_evcxr(other, code),
+    }
 }
 
 fn compile_errors(errors: &[CompilationError], code: &str) -> CellError {

@@ -11,6 +11,7 @@
 //! emits [`EngineEvent::Finished`]. What runs a cell inside evcxr is in [`crate::engine::session`].
 
 
+pub mod annotate;
 pub mod cargo_metadata;
 pub mod cell_build;
 pub mod compile_error;
@@ -18,6 +19,7 @@ pub mod final_value;
 pub mod rust_src;
 pub mod session;
 pub mod spare;
+pub mod type_probe;
 
 use crate::wire::cell_error::CellError;
 use crate::trace::trace;
@@ -40,7 +42,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 /// it rearranges the standard descriptors.
 pub fn run() -> i32 {
     crate::trace::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
-    rust_src::use_trimmed_sources();
+    rust_src::start_view();
     let (requests_in, protocol) = take_standard_streams();
     serve(Connection::Kernel {
         reader: Box::new(std::io::BufReader::new(requests_in)),
@@ -71,7 +73,7 @@ pub fn run_spare(owners: &[u32]) -> i32 {
         }
     };
     crate::prelude::prepare_library_path();
-    rust_src::use_trimmed_sources();
+    rust_src::start_view();
     serve(Connection::Spare { waiting, folder: folder.path().to_owned(), owners: owners.to_vec() })
 }
 
@@ -433,18 +435,7 @@ fn run_engine(
                 byte_pos,
                 reply,
             } => {
-                let completions = match session.context.completions(&code, byte_pos) {
-                    Ok(c) => Completions {
-                        matches: c.completions.into_iter().map(|c| c.code).collect(),
-                        start: c.start_offset,
-                        end: c.end_offset,
-                    },
-                    Err(_) => Completions {
-                        matches: Vec::new(),
-                        start: byte_pos,
-                        end: byte_pos,
-                    },
-                };
+                let completions = session.complete(&code, byte_pos);
                 let _ = reply.send(completions);
             }
             EngineRequest::Inspect { code, byte_pos, reply } => {

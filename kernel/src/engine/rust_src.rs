@@ -9,16 +9,94 @@
 //! the library's workspace manifest rewritten to leave out the test crates it no longer has.
 //! rust-analyzer finds it through `RUST_SRC_PATH`, which nothing else reads; a user's own
 //! `RUST_SRC_PATH`, or `TORCHBOOK_RA_FULL_SYSROOT=1`, leaves rust-analyzer the whole library.
+//!
+//! While variable types come from rustc (`crate::engine::annotate`), evcxr's rust-analyzer
+//! does not need the library at all until the first completion or inspection: it starts with
+//! a *lean view* (an empty `core`, `alloc` and `std`, and, through the cargo stand-in, a cell
+//! crate without dependencies), and [`widen`] gives it the trimmed library and the pruned
+//! dependency graph on first use.
 
 use sha2::{Digest, Sha256};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+/// What the cargo stand-in reads to choose its `cargo metadata` answer (see `cargo_metadata`).
+pub const VIEW_ENV: &str = "TORCHBOOK_RA_VIEW";
+/// `RUST_SRC_PATH` for the wide view; `None`: rust-analyzer finds the library itself.
+static WIDE_SOURCES: OnceLock<Option<OsString>> = OnceLock::new();
+static WIDENED: AtomicBool = AtomicBool::new(false);
+static LEAN_SOURCES: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets rust-analyzer's first view: lean while types come from rustc, else the trimmed
+/// library. Call before evcxr starts, while this process has one thread.
+pub fn start_view() {
+    // Without the prelude there is no dependency whose second declaration would make
+    // rust-analyzer reload (see `Session::reload_analysis`): it gets the library at once.
+    if !crate::engine::annotate::enabled() || crate::prelude::PreludeConfig::from_env().is_err() {
+        use_trimmed_sources();
+        return;
+    }
+    use_trimmed_sources();
+    let _ = WIDE_SOURCES.set(std::env::var_os("RUST_SRC_PATH"));
+    match stub(&crate::prelude::cache_root()) {
+        Ok(stub) => {
+            std::env::set_var("RUST_SRC_PATH", &stub);
+            let _ = LEAN_SOURCES.set(stub);
+            std::env::set_var(VIEW_ENV, "lean");
+        }
+        Err(e) => {
+            WIDENED.store(true, Ordering::Relaxed);
+            crate::trace::trace(&format!("rust-analyzer starts with the whole view ({e})"));
+        }
+    }
+}
+
+/// Gives rust-analyzer the library and the dependencies from its next reload on, which
+/// happens when evcxr next writes a changed manifest (see `Session::prepare_analysis`).
+/// Returns false when the view was already wide.
+pub fn widen() -> bool {
+    if WIDENED.swap(true, Ordering::Relaxed) {
+        return false;
+    }
+    match WIDE_SOURCES.get().cloned().flatten() {
+        Some(path) => std::env::set_var("RUST_SRC_PATH", path),
+        None => std::env::remove_var("RUST_SRC_PATH"),
+    }
+    std::env::set_var(VIEW_ENV, "wide");
+    true
+}
+
+/// Back to the lean view (`:clear`: evcxr forgets the dependencies, the prelude comes again).
+pub fn narrow() {
+    if WIDENED.swap(false, Ordering::Relaxed) {
+        if let Some(stub) = LEAN_SOURCES.get() {
+            std::env::set_var("RUST_SRC_PATH", stub);
+            std::env::set_var(VIEW_ENV, "lean");
+        }
+    }
+}
+
+/// An empty standard library: `core`, `alloc` and `std` crates with nothing in them.
+fn stub(cache_root: &Path) -> std::io::Result<PathBuf> {
+    let library = cache_root.join("rust-src-lean/library");
+    for name in ["core", "alloc", "std"] {
+        let lib = library.join(name).join("src/lib.rs");
+        if !lib.exists() {
+            std::fs::create_dir_all(lib.parent().expect("has a parent"))?;
+            std::fs::write(&lib, "")?;
+        }
+    }
+    Ok(library)
+}
 
 /// Folders of the toolchain's `library` that cells never need rust-analyzer to read.
 const LEFT_OUT: [&str; 3] = ["stdarch", "coretests", "alloctests"];
 
 /// Points rust-analyzer (in this process) at the trimmed sources, making them first if needed.
 /// Call before evcxr starts, while this process has one thread.
-pub fn use_trimmed_sources() {
+fn use_trimmed_sources() {
     if std::env::var_os("RUST_SRC_PATH").is_some() || std::env::var("TORCHBOOK_RA_FULL_SYSROOT").is_ok_and(|v| v == "1") {
         return;
     }

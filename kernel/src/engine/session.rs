@@ -2,13 +2,14 @@
 //! and how a cell is executed — the prelude, the final value rewrite (see `final_value`), the
 //! idle warm-up, `:clear`, inspection, and input requests to the frontend.
 
-use crate::engine::compile_error;
+use crate::engine::annotate::{self, Annotated};
+use crate::engine::{compile_error, rust_src, type_probe};
 use crate::wire::cell_error::CellError;
 use crate::trace::trace;
-use crate::wire::engine::{CellOutcome, EngineEvent, Inspection};
+use crate::wire::engine::{CellOutcome, Completions, EngineEvent, Inspection};
 use crate::wire::worker::WORKER_SETUP;
 use crate::prelude::{prelude_cell, PreludeConfig};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
@@ -35,6 +36,8 @@ pub(crate) struct Session {
     events: UnboundedSender<EngineEvent>,
     /// While set, the worker's output is dropped (the warm-up's, which belongs to no cell).
     quiet: Arc<AtomicBool>,
+    /// Placeholder types evcxr has as items, for rust-analyzer (see `prepare_analysis`).
+    placeholders_defined: HashSet<String>,
 }
 
 impl Session {
@@ -53,7 +56,7 @@ impl Session {
             // rustc run and a link, which the first cell of a kernel waits for.
             Some(config) => {
                 let cell = prelude_cell(&config.runtime);
-                match context.execute(&format!("{cell}\n{WORKER_SETUP}")) {
+                match context.execute(&annotated(&format!("{cell}\n{WORKER_SETUP}")).code) {
                     Ok(outputs) => {
                         trace(&format!("prelude cell phases: {:?}", outputs.phases.iter().map(|p| (p.name.as_str(), p.duration)).collect::<Vec<_>>()));
                         setup.push('\n');
@@ -88,6 +91,7 @@ impl Session {
             adoption: None,
             events,
             quiet,
+            placeholders_defined: HashSet::new(),
         }
     }
 
@@ -109,7 +113,7 @@ impl Session {
         let shown = crate::engine::final_value::rewrite(value_cell).map_or_else(|| value_cell.to_owned(), |r| r.code);
         let cell = format!("{shown}\nErr::<(), _>(std::fmt::Error)?;");
         self.quiet.store(true, Ordering::SeqCst);
-        if let Err(e) = self.context.execute(&cell) {
+        if let Err(e) = self.context.execute(&annotated(&cell).code) {
             eprintln!("torchbook: warm-up cell failed (harmless): {e}");
         }
         // The message of the `?` reaches us through the worker's stderr relay, a moment later.
@@ -122,7 +126,7 @@ impl Session {
     /// (see [`crate::spare`]), and again in every worker evcxr starts after this one.
     pub(crate) fn adopt(&mut self, cell: &str) {
         let started = std::time::Instant::now();
-        match self.context.execute(cell) {
+        match self.context.execute(&annotated(cell).code) {
             Ok(_) => {
                 self.setup.push('\n');
                 self.setup.push_str(cell);
@@ -139,20 +143,92 @@ impl Session {
         if let Err(error) = self.context.execute(":clear") {
             return CellOutcome::Failed(compile_error::from_evcxr(&error, ":clear"));
         }
+        self.placeholders_defined.clear();
+        rust_src::narrow();
         if let Err(e) = self.context.execute(WORKER_SETUP) {
             eprintln!("torchbook: worker setup failed after :clear: {e}");
         }
         if let Some(prelude) = &self.prelude {
-            if let Err(error) = self.context.execute(prelude) {
+            if let Err(error) = self.context.execute(&annotated(prelude).code) {
                 return CellOutcome::Failed(compile_error::from_evcxr(&error, prelude));
             }
         }
         if let Some(adoption) = &self.adoption {
-            if let Err(e) = self.context.execute(adoption) {
+            if let Err(e) = self.context.execute(&annotated(adoption).code) {
                 eprintln!("torchbook: could not move the worker to this kernel's directory after :clear: {e}");
             }
         }
         CellOutcome::Value(HashMap::new())
+    }
+
+    /// Completions at `byte_pos` of `code`, from evcxr's rust-analyzer.
+    pub(crate) fn complete(&mut self, code: &str, byte_pos: usize) -> Completions {
+        self.prepare_analysis();
+        match self.context.completions(code, byte_pos) {
+            Ok(c) => Completions {
+                matches: c.completions.into_iter().map(|c| c.code).collect(),
+                start: c.start_offset,
+                end: c.end_offset,
+            },
+            Err(_) => Completions { matches: Vec::new(), start: byte_pos, end: byte_pos },
+        }
+    }
+
+    /// Before a completion or inspection, while variable types come from rustc: rust-analyzer
+    /// gets its wide view (once), and the placeholders of the session's variables become items
+    /// of evcxr's (`type __tb_infer_7 = torchbook::prelude::Tensor;`), which evcxr hands to
+    /// rust-analyzer with every source, so that it knows what `t.` can be followed by. That
+    /// costs one quiet compile when variables are new since the last completion.
+    fn prepare_analysis(&mut self) {
+        if !annotate::enabled() {
+            return;
+        }
+        let Some(crate_dir) = std::env::var_os("EVCXR_TMPDIR").map(std::path::PathBuf::from) else { return };
+        let known = type_probe::known_types(&crate_dir);
+        let missing: Vec<(String, String)> = self
+            .context
+            .variables_and_types()
+            .filter(|(_, placeholder)| !self.placeholders_defined.contains(*placeholder))
+            .filter_map(|(_, placeholder)| Some((placeholder.to_owned(), known.get(placeholder)?.clone())))
+            .collect();
+        if !missing.is_empty() {
+            self.define_placeholders(missing);
+        }
+        if rust_src::widen() {
+            self.reload_analysis();
+        }
+    }
+
+    /// Makes rust-analyzer reload the project, in its wide view: it reloads when the manifest
+    /// evcxr writes changes, and evcxr writes it from its dependencies. The prelude's `:dep`
+    /// is declared again with `default-features = true` spelled out: the same dependency, a
+    /// different line. (The next build then goes through cargo once, as after any `:dep`.)
+    fn reload_analysis(&mut self) {
+        let started = std::time::Instant::now();
+        let Some(dep) = self.prelude.as_deref().and_then(|cell| cell.lines().next()).filter(|line| line.starts_with(":dep ")) else {
+            trace("rust-analyzer keeps its lean view: no prelude dependency to declare again");
+            return;
+        };
+        let Some(declared) = dep.strip_suffix(" }").map(|d| format!("{d}, default-features = true }}")) else { return };
+        if let Err(e) = self.context.execute(&declared) {
+            eprintln!("torchbook: rust-analyzer's wide view: {e}");
+        }
+        trace(&format!("rust-analyzer's wide view requested in {:?} (first completion or inspection)", started.elapsed()));
+    }
+
+    /// Makes evcxr keep `type <placeholder> = <type>;` items, which it then hands to
+    /// rust-analyzer with every source.
+    fn define_placeholders(&mut self, missing: Vec<(String, String)>) {
+        let cell: String = missing
+            .iter()
+            .map(|(placeholder, type_name)| format!("#[allow(non_camel_case_types)] type {placeholder} = {type_name};\n"))
+            .collect();
+        self.quiet.store(true, Ordering::SeqCst);
+        match self.context.execute(&cell) {
+            Ok(_) => self.placeholders_defined.extend(missing.into_iter().map(|(placeholder, _)| placeholder)),
+            Err(e) => eprintln!("torchbook: variable types for rust-analyzer: {e}"),
+        }
+        self.quiet.store(false, Ordering::SeqCst);
     }
 
     pub(crate) fn inspect(&mut self, code: &str, byte_pos: usize) -> Inspection {
@@ -160,11 +236,12 @@ impl Session {
             .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
             .map_or(0, |i| i + 1);
         let name = &code[name_start..byte_pos];
+        self.prepare_analysis();
         let variable_type = self
             .context
             .variables_and_types()
             .find(|(variable, _)| *variable == name)
-            .map(|(_, ty)| ty.to_owned());
+            .map(|(_, ty)| real_type(ty));
         // rust-analyzer panics on some inputs; a failed hover is just no information.
         let hover = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.context.hover_at(code, byte_pos)))
             .ok()
@@ -189,8 +266,12 @@ impl Session {
         let cell_started = std::time::Instant::now();
         // With the prelude, the final value is shown by the prelude's code: one compile instead
         // of evcxr's two (see `final_value`).
+        let annotated = match final_value {
+            FinalValue::ThroughPrelude => annotated(code),
+            FinalValue::ThroughEvcxr => Annotated::unchanged(code),
+        };
         let rewritten = match (final_value, &self.prelude) {
-            (FinalValue::ThroughPrelude, Some(_)) => crate::engine::final_value::rewrite(code),
+            (FinalValue::ThroughPrelude, Some(_)) => crate::engine::final_value::rewrite(&annotated.code),
             _ => None,
         };
         let as_text;
@@ -203,7 +284,7 @@ impl Session {
                 as_text = format!("(::torchbook::cell_value::EvcxrText(format!(\"{{:?}}\", &({code}))))");
                 as_text.as_str()
             }
-            _ => code,
+            _ => annotated.code.as_str(),
         };
         let result = self.context.execute_with_callbacks(source, &mut callbacks);
         trace(&format!("cell ran in {:?} ({:?})", cell_started.elapsed(), result.as_ref().map(|o| o.phases.iter().map(|p| (p.name.as_str(), p.duration)).collect::<Vec<_>>()).ok()));
@@ -217,8 +298,10 @@ impl Session {
                 CellOutcome::Failed(CellError::worker_died(&message, &variables))
             }
             Err(error) => CellOutcome::Failed(match &rewritten {
-                Some(rewritten) => compile_error::from_rewritten_cell(&error, code, rewritten),
-                None => compile_error::from_evcxr(&error, code),
+                Some(rewritten) => compile_error::from_rewritten_cell(&error, code, &|line, column| {
+                    annotated.original_column(line, rewritten.original_column(line, column))
+                }),
+                None => compile_error::from_annotated_cell(&error, code, &annotated),
             }),
         }
     }
@@ -250,3 +333,22 @@ fn decode_prompt(prompt: &str) -> String {
         .unwrap_or_else(|| prompt.to_owned())
 }
 
+
+/// `code` with placeholder types for its new variables, when types come from rustc.
+fn annotated(code: &str) -> Annotated {
+    if annotate::enabled() {
+        annotate::annotate(code)
+    } else {
+        Annotated::unchanged(code)
+    }
+}
+
+/// The type a placeholder stands for (itself when it is none).
+pub(crate) fn real_type(type_name: &str) -> String {
+    if !type_name.starts_with(annotate::PLACEHOLDER_PREFIX) {
+        return type_name.to_owned();
+    }
+    std::env::var_os("EVCXR_TMPDIR")
+        .and_then(|dir| type_probe::known_types(std::path::Path::new(&dir)).remove(type_name))
+        .unwrap_or_else(|| type_name.to_owned())
+}
