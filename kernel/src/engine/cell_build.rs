@@ -57,6 +57,8 @@ pub enum Role {
     Cargo,
     /// Invoked by cargo as the rustc wrapper while recording.
     RustcRecorder,
+    /// Invoked by a replayed rustc as its linker (see `cell_link`).
+    CellLinker,
     Other,
 }
 
@@ -66,6 +68,8 @@ pub fn role() -> Role {
         Role::Cargo
     } else if std::env::var_os(RECORD_ENV).is_some() && std::env::args_os().nth(1).is_some() {
         Role::RustcRecorder
+    } else if std::env::var_os(super::cell_link::LINKER_ENV).is_some() {
+        Role::CellLinker
     } else {
         Role::Other
     }
@@ -342,10 +346,13 @@ fn replay(record: &Record, cwd: &Path) -> Replayed {
     let Ok(artifact) = serde_json::from_str::<serde_json::Value>(&record.artifact) else {
         return Replayed::NeedsCargo;
     };
-    let mut child = match Command::new(program)
-        .args(args)
-        .env_clear()
-        .envs(record.env.iter().map(|(k, v)| (k, v)))
+    let mut command = Command::new(program);
+    command.args(args).env_clear().envs(record.env.iter().map(|(k, v)| (k, v)));
+    // libtorch's libraries as empty stand-ins at link time (see `cell_link`).
+    if let Some((link_args, (name, value))) = super::cell_link::replay_arguments(&record.command, cwd) {
+        command.args(link_args).env(name, value);
+    }
+    let mut child = match command
         .current_dir(cwd)
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())

@@ -14,6 +14,7 @@
 pub mod annotate;
 pub mod cargo_metadata;
 pub mod cell_build;
+pub mod cell_link;
 pub mod compile_error;
 pub mod final_value;
 pub mod rust_src;

@@ -3,4 +3,5 @@
 //! the relays between its standard streams and evcxr ([`output`]); `setup_cell.rs` is Rust that
 //! the engine runs as the first cell of every fresh worker (see `wire::worker`).
 
+pub mod libtorch;
 pub mod output;
