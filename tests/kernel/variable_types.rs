@@ -45,6 +45,9 @@ kernel_test!(std_tch_runtime_and_user_types_are_inferred, async {
     // Every variable came back in a later cell, with the type it had.
     let shown = value_of(&mut k, "(v.len(), m[\"a\"], w[2], c.len(), a, b.as_str(), f, t.size(), model.len(), history[0])").await;
     assert_eq!(shown, "(3, 1.5, 3, 3, 1, \"xy\", 2.5, [2, 3], 1, 4.0)");
+    // Types written in part, and typed destructuring.
+    value_of(&mut k, "let partial: Vec<_> = (0..4u8).collect();\nlet (q, r): (i32, String) = (5, \"r\".into());").await;
+    assert_eq!(value_of(&mut k, "(partial.len(), q, r.len())").await, "(4, 5, 1)");
     // An integer literal with nothing else to say is an i32, as rustc would make it.
     value_of(&mut k, "let n = 7;").await;
     assert_eq!(value_of(&mut k, "n.checked_mul(i32::MAX).is_none()").await, "true");

@@ -14,10 +14,11 @@
 //! carry one type per variable, so it is wrapped: each variable gets a `let` of its own with
 //! a placeholder, and a block runs the original statement and hands its variables out
 //! (`let a: __tb_infer_8; let mut b: __tb_infer_9; (a, b) = { let (a, mut b) = …; (a, b) };`).
+//! A `let` whose type leaves parts to inference (`let v: Vec<_> = …;`) is wrapped the same way.
 //! Lines stay where they were; [`Annotated::original_column`] maps compiler columns back.
 
 use ra_ap_syntax::ast::{self, AstNode, HasModuleItem, HasName};
-use ra_ap_syntax::{Edition, SourceFile};
+use ra_ap_syntax::{Edition, SourceFile, SyntaxKind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Whether variable types come from rustc (the default) rather than from evcxr's
@@ -99,10 +100,13 @@ pub fn annotate(code: &str) -> Annotated {
     for statement in body.statements() {
         let ast::Stmt::LetStmt(let_statement) = statement else { continue };
         let Some(pattern) = let_statement.pat() else { continue };
+        // A type with `_` in it (`Vec<_>`) is one evcxr cannot take as written either.
+        let partial_type = let_statement.ty().is_some_and(|ty| ty.syntax().descendants().any(|n| n.kind() == SyntaxKind::INFER_TYPE));
+        let typed = let_statement.ty().is_some() && !partial_type;
         match &pattern {
-            ast::Pat::IdentPat(ident) if ident.pat().is_none() && ident.ref_token().is_none() => {
+            ast::Pat::IdentPat(ident) if ident.pat().is_none() && ident.ref_token().is_none() && !partial_type => {
                 let is_binding = ident.name().is_some_and(|name| is_variable_name(&name.text()));
-                if let_statement.ty().is_none() && is_binding {
+                if is_binding && !typed {
                     inserts.push((offset(pattern.syntax(), true), format!(": {}", next_placeholder())));
                 }
             }
@@ -214,6 +218,15 @@ mod tests {
             placeholders_blanked(&annotated.code),
             "let x: P; x = { let Some(x) = first() else { panic!() }; x };\nx"
         );
+    }
+
+    #[test]
+    fn a_type_left_partly_to_inference_is_wrapped() {
+        let annotated = annotate("let v: Vec<_> = (0..3).collect();");
+        assert_eq!(placeholders_blanked(&annotated.code), "let v: P; v = { let v: Vec<_> = (0..3).collect(); v };");
+        // evcxr would ask rust-analyzer for each part of a typed destructuring.
+        let annotated = annotate("let (a, b): (i32, String) = (1, s);");
+        assert_eq!(placeholders_blanked(&annotated.code), "let a: P; let b: P; (a, b) = { let (a, b): (i32, String) = (1, s); (a, b) };");
     }
 
     #[test]
