@@ -48,6 +48,11 @@ kernel_test!(std_tch_runtime_and_user_types_are_inferred, async {
     // Types written in part, and typed destructuring.
     value_of(&mut k, "let partial: Vec<_> = (0..4u8).collect();\nlet (q, r): (i32, String) = (5, \"r\".into());").await;
     assert_eq!(value_of(&mut k, "(partial.len(), q, r.len())").await, "(4, 5, 1)");
+    // `:vars` shows the real types.
+    let (reply, iopub) = k.execute(":vars").await;
+    assert_eq!(reply["status"], "ok");
+    let listed = result_text(&iopub);
+    assert!(listed.contains("torchbook::prelude::Tensor") && !listed.contains("__tb_infer"), "{listed}");
     // An integer literal with nothing else to say is an i32, as rustc would make it.
     value_of(&mut k, "let n = 7;").await;
     assert_eq!(value_of(&mut k, "n.checked_mul(i32::MAX).is_none()").await, "true");

@@ -289,6 +289,10 @@ impl Session {
         let result = self.context.execute_with_callbacks(source, &mut callbacks);
         trace(&format!("cell ran in {:?} ({:?})", cell_started.elapsed(), result.as_ref().map(|o| o.phases.iter().map(|p| (p.name.as_str(), p.duration)).collect::<Vec<_>>()).ok()));
         match result {
+            // `:vars` lists the types evcxr knows: placeholders, shown as what they stand for.
+            Ok(outputs) if code.trim_start().starts_with(":vars") => CellOutcome::Value(
+                outputs.content_by_mime_type.into_iter().map(|(mime, text)| (mime, with_real_types(&text))).collect(),
+            ),
             Ok(outputs) => CellOutcome::Value(outputs.content_by_mime_type),
             Err(evcxr::Error::SubprocessTerminated(message)) => {
                 // evcxr has already started a fresh worker; it needs our hooks again.
@@ -341,6 +345,28 @@ fn annotated(code: &str) -> Annotated {
     } else {
         Annotated::unchanged(code)
     }
+}
+
+/// `text` with every placeholder replaced by the type it stands for.
+fn with_real_types(text: &str) -> String {
+    let placeholders = type_probe::placeholders_in(text);
+    if placeholders.is_empty() {
+        return text.to_owned();
+    }
+    let mut out = text.to_owned();
+    // Longest first: `__tb_infer_12` before `__tb_infer_1`.
+    let mut placeholders = placeholders;
+    placeholders.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for placeholder in placeholders {
+        let real = real_type(&placeholder);
+        let shown = if text.contains("<td") { html_escape(&real) } else { real };
+        out = out.replace(&placeholder, &shown);
+    }
+    out
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The type a placeholder stands for (itself when it is none).
