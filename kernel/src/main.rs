@@ -139,10 +139,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(engine::run_spare(&owners));
         }
         Command::BuildPrelude => {
+            // The cell toolchain, as in a kernel: the cache then carries what the cargo
+            // stand-in learns while building it (evcxr's `:dep` check, see `cargo_metadata`).
+            let workdir = workdir::WorkDir::create().context("cannot create a working folder")?;
             prelude::prepare_library_path();
             let config = prelude::PreludeConfig::from_env()?;
-            prelude::build_cache(&config, &mut |line| println!("{line}")).map_err(anyhow::Error::msg)?;
-            Ok(())
+            let built = prelude::build_cache(&config, &mut |line| println!("{line}")).map_err(anyhow::Error::msg);
+            workdir.remove();
+            built.map(|_| ())
         }
         Command::Install(args) => {
             let location = match (args.user, args.sys_prefix, args.prefix) {
