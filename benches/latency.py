@@ -17,6 +17,7 @@ tch once (the first benchmark run takes minutes) and later sessions reuse the bu
 """
 
 import argparse
+import sys
 import json
 import os
 import pathlib
@@ -170,11 +171,15 @@ def long_sessions(kernels, setup, cells, runs):
     one session, RSS growth and the last cells' time against cells 5-15."""
     results = {}
     for label, name in kernels.items():
-        fresh, defined = Session(name), Session(name)
-        for s in (fresh, defined):
+        # One after the other: two evcxr_jupyter kernels starting at once in its persistent
+        # EVCXR_TMPDIR break each other's first build.
+        fresh, defined = None, None
+        for which in ("fresh", "defined"):
+            s = Session(name)
             s.wait_ready()
             if setup[label]:
                 s.run(setup[label])
+            fresh, defined = (s, defined) if which == "fresh" else (fresh, s)
         for block in range(10):
             items = "\n".join(f"fn f_{block}_{i}(x: i32) -> i32 {{ x + {i} }}\n"
                               f"#[derive(Debug, Clone)] struct S{block}x{i} {{ a: i32, b: String }}" for i in range(5))
@@ -346,7 +351,6 @@ def main():
         s.close()
     with_spare, spare_rss = first_cells_with_spare(args.torchbook_kernel, 5)
     rust = {k: v for k, v in kernels.items() if language[k] == "rust" and k != "tb-types-ra"}
-    long = long_sessions(rust, setup, args.session_cells, args.runs) if args.session_cells else {}
 
     def med(xs):
         return statistics.median(xs) * 1000
@@ -386,6 +390,9 @@ def main():
     print(f"{'RSS all processes (MB)':32}" + "".join(f"{sum(m for m in memory[k] if m == m):14.1f}" for k in kernels))
     print(f"{'RSS all, after completions (MB)':32}" + "".join(f"{sum(m for m in memory_after_completion[k] if m == m):14.1f}" for k in kernels))
     print(f"{'RSS waiting spare (MB)':32}{spare_rss:14.1f}  (engine + worker, while no kernel uses it)")
+    # The long-session rows take longest: the table above is out before they start.
+    sys.stdout.flush()
+    long = long_sessions(rust, setup, args.session_cells, args.runs) if args.session_cells else {}
     if long:
         print(f"\n{'long sessions (ms; MB)':32}" + "".join(f"{k:>14}" for k in long) + f"{'ratio in session':>20}")
         for row in next(iter(long.values())):

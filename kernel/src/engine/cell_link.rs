@@ -22,7 +22,7 @@ const LEFT_OUT: [&str; 5] = ["torch_cpu", "torch", "c10", "torch_cuda", "c10_cud
 /// `crate_dir`, unless the worker has not loaded libtorch globally, the recorded command
 /// names a linker of its own, or `TORCHBOOK_CELL_FULL_LINK=1`.
 pub fn replay_arguments(command: &[String], crate_dir: &Path) -> Option<(Vec<String>, (String, String))> {
-    if std::env::var("TORCHBOOK_CELL_FULL_LINK").is_ok_and(|v| v == "1") || !crate_dir.join(crate::worker::libtorch::MARKER).exists() {
+    if std::env::var("TORCHBOOK_CELL_FULL_LINK").is_ok_and(|v| v == "1") || !crate_dir.join(crate::wire::worker::LIBTORCH_GLOBAL_MARKER).exists() {
         return None;
     }
     if command.iter().any(|a| a.starts_with("linker=") || a.starts_with("-Clinker=")) {
@@ -68,7 +68,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("target")).unwrap();
         let command = vec!["rustc".to_owned()];
         assert!(replay_arguments(&command, &dir).is_none(), "the worker has not said it has libtorch");
-        std::fs::write(dir.join(crate::worker::libtorch::MARKER), "").unwrap();
+        std::fs::write(dir.join(crate::wire::worker::LIBTORCH_GLOBAL_MARKER), "").unwrap();
         let (args, env) = replay_arguments(&command, &dir).unwrap();
         assert!(args[1].starts_with("linker="));
         assert_eq!(env.0, LINKER_ENV);

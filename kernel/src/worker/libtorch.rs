@@ -11,9 +11,7 @@
 //! without libtorch only while that says the worker has it.
 
 use std::path::Path;
-
-/// The marker the cargo stand-in looks for, relative to evcxr's folder.
-pub const MARKER: &str = "target/torchbook-libtorch-global";
+use crate::wire::worker::LIBTORCH_GLOBAL_MARKER as MARKER;
 
 /// In dependency order; the first three are required for the marker.
 const LIBRARIES: [(&str, bool); 5] = [
