@@ -24,6 +24,15 @@ pub fn prelude_cell(runtime: &Path) -> String {
     )
 }
 
+/// The prelude cell's `:dep` line declared again with `default-features = true` spelled out:
+/// the same dependency in another manifest line, which makes rust-analyzer reload (see
+/// `Session::reload_analysis`). `build_cache` runs it too, so that evcxr's check of it is in
+/// the cache (see `engine::cargo_metadata::answer_dependency_check`).
+pub fn prelude_dep_declared_again(prelude_cell: &str) -> Option<String> {
+    let dep = prelude_cell.lines().next().filter(|line| line.starts_with(":dep "))?;
+    dep.strip_suffix(" }").map(|d| format!("{d}, default-features = true }}"))
+}
+
 /// Where the prelude comes from, as the environment (kernel.json `env`) says.
 #[derive(Debug, Clone)]
 pub struct PreludeConfig {
@@ -244,6 +253,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_prelude_dependency_declared_again_is_the_same_one() {
+        let cell = prelude_cell(Path::new("/opt/runtime"));
+        assert_eq!(
+            prelude_dep_declared_again(&cell).as_deref(),
+            Some(":dep torchbook = { path = \"/opt/runtime\", default-features = true }")
+        );
+        assert_eq!(prelude_dep_declared_again("use std::fmt;"), None);
+    }
+
+    #[test]
     fn only_dependency_artifacts_are_shared() {
         assert!(shareable(Path::new("target/debug/deps/libtch-abc.rlib")));
         assert!(shareable(Path::new("target/debug/build/torch-sys-1/out/libtch.a")));
@@ -322,7 +341,12 @@ pub fn build_cache(config: &PreludeConfig, progress: &mut dyn FnMut(&str)) -> Re
             // (kernels rewrite it, see `final_value`).
             let probe = "let probe = Tensor::ones([2, 2], (Kind::Float, Device::Cpu)).sum(Kind::Float).double_value(&[]);\n\
                          assert_eq!(probe, 4.0, \"the prelude loaded but a tch probe computed {probe} instead of 4.0\");";
-            context.execute(probe).map(|_| ()).map_err(|e| e.to_string())
+            context.execute(probe).map(|_| ()).map_err(|e| e.to_string())?;
+            // What a kernel's first completion declares (its check is then in the cache).
+            if let Some(again) = prelude_dep_declared_again(&prelude_cell(&config.runtime)) {
+                context.execute(&again).map(|_| ()).map_err(|e| e.to_string())?;
+            }
+            Ok(())
         })();
         // evcxr waits for its worker when the context goes; that wait must end.
         crate::process_watch::drop_context(context);

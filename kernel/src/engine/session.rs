@@ -205,11 +205,10 @@ impl Session {
     /// different line. (The next build then goes through cargo once, as after any `:dep`.)
     fn reload_analysis(&mut self) {
         let started = std::time::Instant::now();
-        let Some(dep) = self.prelude.as_deref().and_then(|cell| cell.lines().next()).filter(|line| line.starts_with(":dep ")) else {
+        let Some(declared) = self.prelude.as_deref().and_then(crate::prelude::prelude_dep_declared_again) else {
             trace("rust-analyzer keeps its lean view: no prelude dependency to declare again");
             return;
         };
-        let Some(declared) = dep.strip_suffix(" }").map(|d| format!("{d}, default-features = true }}")) else { return };
         if let Err(e) = self.context.execute(&declared) {
             eprintln!("torchbook: rust-analyzer's wide view: {e}");
         }
