@@ -23,6 +23,8 @@ fn main() {
         .unwrap_or_default();
     let target = std::env::var("TARGET").unwrap_or_default();
     println!("cargo:rustc-env=TORCHBOOK_RUST_STD_LIB={sysroot}/lib/rustlib/{target}/lib");
+    // evcxr builds cells for this target, into `target/<target>/debug` of its folder.
+    println!("cargo:rustc-env=TORCHBOOK_TARGET={target}");
     // Cells are built with this toolchain's cargo and rustc (`cell_build`).
     println!("cargo:rustc-env=TORCHBOOK_RUST_SYSROOT={sysroot}");
     println!("cargo:rerun-if-env-changed=RUSTC");

@@ -69,10 +69,18 @@ pub fn cache_root() -> PathBuf {
 
 /// Puts what the evcxr worker needs to load cell libraries on `LD_LIBRARY_PATH`: the
 /// toolchain's shared `libstd` (cells use `-C prefer-dynamic`, and their relative RUNPATH breaks
-/// when evcxr's folder is deep, e.g. under ~/.cache) and `$LIBTORCH/lib`. Works however the
-/// kernel was started. Call before any thread starts: it sets an environment variable.
+/// when evcxr's folder is deep, e.g. under ~/.cache), the folder where cargo puts the prelude's
+/// shared library (`libtorchbook.so`, which cell libraries name in `DT_NEEDED`; evcxr copies
+/// each cell library one folder up, out of reach of its `$ORIGIN` RUNPATH) and
+/// `$LIBTORCH/lib`. The dynamic loader reads the variable when a process starts, so this runs
+/// before evcxr starts its worker. Works however the kernel was started. Call after
+/// `WorkDir::create` (which sets `EVCXR_TMPDIR`) and before any thread starts: it sets an
+/// environment variable.
 pub fn prepare_library_path() {
     let mut wanted = vec![PathBuf::from(env!("TORCHBOOK_RUST_STD_LIB"))];
+    if let Some(evcxr) = std::env::var_os("EVCXR_TMPDIR") {
+        wanted.push(cell_dependencies_dir(Path::new(&evcxr)));
+    }
     if let Some(libtorch) = std::env::var_os("LIBTORCH") {
         wanted.push(PathBuf::from(libtorch).join("lib"));
     }
@@ -84,6 +92,11 @@ pub fn prepare_library_path() {
     }
     let joined = std::env::join_paths(missing.into_iter().chain(existing)).expect("paths without ':'");
     std::env::set_var("LD_LIBRARY_PATH", joined);
+}
+
+/// Where cargo puts the cell crate's dependencies in evcxr's folder `evcxr`.
+pub fn cell_dependencies_dir(evcxr: &Path) -> PathBuf {
+    evcxr.join("target").join(env!("TORCHBOOK_TARGET")).join("debug").join("deps")
 }
 
 /// The runtime crate this binary was built with, unless `TORCHBOOK_RUNTIME` names another.
@@ -331,10 +344,12 @@ pub fn build_cache(config: &PreludeConfig, progress: &mut dyn FnMut(&str)) -> Re
         std::fs::copy(&lock, building.join("Cargo.lock")).map_err(|e| format!("{}: {e}", lock.display()))?;
     }
     std::env::set_var("EVCXR_TMPDIR", &building);
+    // The worker evcxr starts for this build loads the prelude's shared library from there.
+    prepare_library_path();
     progress("Building the torchbook prelude (tch and the model API) — first time only, a few minutes…");
     let started = std::time::Instant::now();
     let result = (|| -> Result<(), String> {
-        let (mut context, _outputs) = evcxr::CommandContext::new().map_err(|e| e.to_string())?;
+        let (mut context, outputs) = evcxr::CommandContext::new().map_err(|e| e.to_string())?;
         let built = (|| {
             context.execute(&prelude_cell(&config.runtime)).map_err(|e| e.to_string())?;
             // No final value: evcxr's own display of one does not work with the prelude loaded
@@ -350,7 +365,12 @@ pub fn build_cache(config: &PreludeConfig, progress: &mut dyn FnMut(&str)) -> Re
         })();
         // evcxr waits for its worker when the context goes; that wait must end.
         crate::process_watch::drop_context(context);
-        built
+        // What the worker said before it failed (a library that would not load, a panic).
+        built.map_err(|e| {
+            let said: Vec<String> = outputs.stderr.try_iter().collect();
+            let tail = said[said.len().saturating_sub(20)..].join("\n");
+            if tail.trim().is_empty() { e } else { format!("{e}\n{tail}") }
+        })
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&building);

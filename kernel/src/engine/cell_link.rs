@@ -1,4 +1,5 @@
-//! The linker for replayed cell builds: the system's, without libtorch's libraries.
+//! The linker for replayed cell builds: rustc's own (`cc` with `rust-lld`), without libtorch's
+//! libraries.
 //!
 //! A cell library links against libtorch (`-ltorch_cpu -ltorch -lc10 …`, from `torch-sys`'s
 //! build script), and the linker reads those libraries' symbol tables for every cell —
@@ -6,8 +7,9 @@
 //! calls. The worker has libtorch in its global scope (`worker::libtorch`), where the
 //! dynamic loader binds a cell's references to it, so the replayed rustc runs this
 //! executable as its linker ([`replay_arguments`]), which leaves those `-l`s out and runs
-//! `cc`. Only while the worker says it has libtorch (its marker in evcxr's folder);
-//! `TORCHBOOK_CELL_FULL_LINK=1` keeps the real libraries. Measured in docs/PERFORMANCE.md.
+//! `cc` with the toolchain's `rust-lld`. Only while the worker says it has libtorch (its
+//! marker in evcxr's folder); `TORCHBOOK_CELL_FULL_LINK=1` keeps the real libraries.
+//! Measured in docs/PERFORMANCE.md.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -32,10 +34,11 @@ pub fn replay_arguments(command: &[String], crate_dir: &Path) -> Option<(Vec<Str
     Some((vec!["-C".to_owned(), format!("linker={this}")], (LINKER_ENV.to_owned(), "1".to_owned())))
 }
 
-/// Runs `cc` with rustc's linker arguments, libtorch's libraries left out. Returns the exit
-/// code.
+/// Runs `cc` with rustc's linker arguments, libtorch's libraries left out, through the
+/// toolchain's `rust-lld` as rustc's own default link does. Returns the exit code.
 pub fn run_as_linker() -> i32 {
-    let args: Vec<OsString> = std::env::args_os().skip(1).filter(|arg| !is_left_out(arg)).collect();
+    let mut args: Vec<OsString> = self_contained_lld();
+    args.extend(std::env::args_os().skip(1).filter(|arg| !is_left_out(arg)));
     match Command::new("cc").args(&args).env_remove(LINKER_ENV).status() {
         Ok(status) => status.code().unwrap_or(101),
         Err(e) => {
@@ -43,6 +46,20 @@ pub fn run_as_linker() -> i32 {
             101
         }
     }
+}
+
+/// rustc 1.95 links x86_64 Linux code with the toolchain's `rust-lld` (`-fuse-ld=lld` and
+/// `-B` its `gcc-ld` folder), but leaves both out once `-C linker=` names another program, as
+/// the replay does; without them `cc` runs the system's `ld.bfd`, slower on every cell. Empty
+/// when the toolchain has no `gcc-ld` (then rustc would not have used lld either).
+fn self_contained_lld() -> Vec<OsString> {
+    let gcc_ld = Path::new(super::cell_build::BUILD_SYSROOT).join("lib/rustlib").join(env!("TORCHBOOK_TARGET")).join("bin/gcc-ld");
+    if !gcc_ld.join("ld.lld").exists() {
+        return Vec::new();
+    }
+    let mut dash_b = OsString::from("-B");
+    dash_b.push(gcc_ld.as_os_str());
+    vec![dash_b, OsString::from("-fuse-ld=lld")]
 }
 
 fn is_left_out(arg: &OsString) -> bool {
