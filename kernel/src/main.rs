@@ -25,6 +25,10 @@ enum Command {
         /// The connection file written by the frontend.
         #[arg(long, short = 'f')]
         connection_file: PathBuf,
+        /// Serve an empty signing key on a non-loopback address (unsigned messages: anyone who
+        /// can reach the ports can run code as you).
+        #[arg(long)]
+        allow_unsigned_network: bool,
     },
     /// Install the kernelspec so Jupyter frontends can find torchbook.
     Install(InstallArgs),
@@ -112,11 +116,14 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Kernel { connection_file } => {
+        Command::Kernel { connection_file, allow_unsigned_network } => {
             std::sync::LazyLock::force(&trace::PROCESS_START);
             // Before anything is set: spares are keyed by the environment we were given.
             spare::remember_original();
             let info = connection::ConnectionInfo::from_file(&connection_file)?;
+            if !allow_unsigned_network {
+                info.refuse_unsigned_network()?;
+            }
             let workdir = workdir::WorkDir::create().context("cannot create a working folder")?;
             prelude::prepare_library_path();
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -33,6 +33,11 @@ impl WorkDir {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
+        // Cell sources and build output are the user's code and data: only they may read them.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        }
         std::fs::create_dir_all(path.join(".cargo"))?;
         std::fs::write(path.join(".cargo/config.toml"), cell_profile(&cell_opt_level()))?;
         let evcxr = path.join("evcxr");

@@ -66,10 +66,13 @@ impl History {
         let entry = Entry { session: self.session, line, input: input.to_owned(), output };
         if let Some(path) = &self.path {
             let appended = (|| -> std::io::Result<()> {
+                use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+                // What a user typed is private: a folder and file only they can read
+                // (docs/SECURITY.md); modes apply when these are created, not to existing ones.
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
                 }
-                let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                let mut file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
                 let mut line = serde_json::to_string(&entry).expect("entry serialises");
                 line.push('\n');
                 file.write_all(line.as_bytes())
@@ -135,6 +138,17 @@ mod tests {
 
     fn request(kind: &str) -> HistoryRequest {
         serde_json::from_value(json!({"hist_access_type": kind})).unwrap()
+    }
+
+    #[test]
+    fn the_store_is_private_to_its_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tb-hist-mode-{}", std::process::id()));
+        let path = dir.join("nested/history.jsonl");
+        History::open_at(Some(path.clone())).record(1, "let secret = 1;", None);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum ConnectionError {
     Transport(String),
     #[error("connection file: unsupported signature_scheme {0:?} (expected \"hmac-sha256\")")]
     SignatureScheme(String),
+    #[error("connection file: an empty signing key on {ip}, which is not a loopback address: anyone who can reach the ports could run code; give the kernel a key, bind 127.0.0.1, or pass --allow-unsigned-network")]
+    UnsignedOnNetwork { ip: String },
 }
 
 /// The contents of a Jupyter connection file (see jupyter_client's kernels.rst).
@@ -71,6 +73,15 @@ impl ConnectionInfo {
         Ok(info)
     }
 
+    /// Refuses an empty key on a TCP address other than loopback (docs/SECURITY.md): messages
+    /// are then unsigned, and the key is the only capability a kernel checks.
+    pub fn refuse_unsigned_network(&self) -> Result<(), ConnectionError> {
+        if self.key.is_empty() && self.transport == "tcp" && !is_loopback(&self.ip) {
+            return Err(ConnectionError::UnsignedOnNetwork { ip: self.ip.clone() });
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConnectionError> {
         if self.transport != "tcp" && self.transport != "ipc" {
             return Err(ConnectionError::Transport(self.transport.clone()));
@@ -100,6 +111,11 @@ impl ConnectionInfo {
     }
 }
 
+/// `localhost`, 127.0.0.0/8 and `::1`.
+fn is_loopback(ip: &str) -> bool {
+    ip == "localhost" || ip.parse::<std::net::IpAddr>().is_ok_and(|addr| addr.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +143,19 @@ mod tests {
         let info = parse(&GOOD.replace("\"tcp\"", "\"ipc\"").replace("127.0.0.1", "/tmp/k"))
             .unwrap();
         assert_eq!(info.endpoint(Channel::Iopub), "ipc:///tmp/k-2");
+    }
+
+    #[test]
+    fn an_empty_key_is_refused_off_loopback_only() {
+        let unsigned = GOOD.replace("\"key\":\"k\"", "\"key\":\"\"");
+        assert!(parse(&unsigned).unwrap().refuse_unsigned_network().is_ok());
+        let everywhere = parse(&unsigned.replace("127.0.0.1", "0.0.0.0")).unwrap();
+        let err = everywhere.refuse_unsigned_network().unwrap_err();
+        assert!(err.to_string().contains("0.0.0.0") && err.to_string().contains("--allow-unsigned-network"), "{err}");
+        assert!(parse(&unsigned.replace("127.0.0.1", "::1")).unwrap().refuse_unsigned_network().is_ok());
+        assert!(parse(&GOOD.replace("127.0.0.1", "10.1.2.3")).unwrap().refuse_unsigned_network().is_ok());
+        let ipc = unsigned.replace("\"tcp\"", "\"ipc\"").replace("127.0.0.1", "/tmp/k");
+        assert!(parse(&ipc).unwrap().refuse_unsigned_network().is_ok());
     }
 
     #[test]
