@@ -22,6 +22,7 @@
 //! shown.update(&Html("<i>finished</i>")); // ... replaced in place later
 //! ```
 
+pub mod atomic;
 mod bundle;
 mod channel;
 mod image;

@@ -98,9 +98,9 @@ impl Png {
         base64::engine::general_purpose::STANDARD.encode(&self.bytes)
     }
 
-    /// Writes the PNG file.
+    /// Writes the PNG file, replacing it whole (`atomic`).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
-        std::fs::write(path, &self.bytes)
+        crate::atomic::write(path, &self.bytes)
     }
 }
 

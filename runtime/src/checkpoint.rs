@@ -1,7 +1,8 @@
 //! Saving and loading: weights alone (`.safetensors`, readable by PyTorch's safetensors too)
 //! and whole checkpoints (weights, optimizer state and epoch in one safetensors file). Loading
 //! checks every tensor's name and shape first, so a model of another shape gets an error that
-//! names the mismatched tensor and leaves the model untouched.
+//! names the mismatched tensor and leaves the model untouched. Saving replaces the file whole
+//! (`torchbook_display::atomic`).
 
 use crate::error::{Error, Result};
 use crate::optim::Optimizer;
@@ -27,8 +28,12 @@ fn write(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
     }
     let cpu: Vec<(String, Tensor)> = named.iter().map(|(k, t)| (k.clone(), t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
     let refs: Vec<(&str, &Tensor)> = cpu.iter().map(|(k, t)| (k.as_str(), t)).collect();
-    Tensor::write_safetensors(&refs, path)?;
-    Ok(())
+    // Replaced whole: a process killed mid-save, or a full disk, keeps the previous file; the
+    // error names the file and carries libtorch's reason.
+    torchbook_display::atomic::write_with(path, |temporary| {
+        Tensor::write_safetensors(&refs, temporary).map_err(|e| std::io::Error::other(e.to_string()))
+    })
+    .map_err(|e| Error::io(path, e))
 }
 
 /// Checks that `saved` has every variable of `vs` with the same shape, then copies them in.

@@ -20,6 +20,6 @@ pub fn save(name: &str, metrics: &[(&str, f64)]) -> Result<PathBuf> {
         })
         .collect();
     let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, format!("{{\n{}\n}}\n", body.join(",\n"))).map_err(|e| Error::io(&path, e))?;
+    torchbook_display::atomic::write(&path, format!("{{\n{}\n}}\n", body.join(",\n"))).map_err(|e| Error::io(&path, e))?;
     Ok(path)
 }

@@ -90,11 +90,11 @@ impl Figure {
         })
     }
 
-    /// Writes the SVG (`.svg`) or the PNG (any other extension).
+    /// Writes the SVG (`.svg`) or the PNG (any other extension), replacing the file whole.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
         let path = path.as_ref();
         if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")) {
-            std::fs::write(path, &self.svg)
+            crate::atomic::write(path, &self.svg)
         } else {
             self.png.save(path)
         }
