@@ -53,7 +53,7 @@ mod levels {
     use crate::render::TensorSummary;
     use std::fmt::Debug;
     use tch::Tensor;
-    use torchbook_display::{emit_result, MimeBundle, Render};
+    use torchbook_display::{emit_result, Render};
 
     /// A tensor (or a reference to one) shows its summary.
     pub trait ShowTensor {
@@ -88,7 +88,7 @@ mod levels {
 
     impl<R: Render + ?Sized> ShowRender for &CellValue<'_, R> {
         fn evcxr_display(&self) {
-            emit_result(&self.0.render());
+            super::emit_owned(self.0.render());
         }
     }
 
@@ -99,9 +99,26 @@ mod levels {
 
     impl<T: Debug + ?Sized> ShowDebug for T {
         fn evcxr_display(&self) {
-            emit_result(&MimeBundle::text(format!("{self:?}")));
+            super::emit_debug(format_args!("{self:?}"));
         }
     }
+}
+
+// What the generic levels call. These are instantiated in every cell that shows a value, and
+// the cell crate is compiled without optimisation: a `MimeBundle` built or dropped there
+// pulls its map's insert and drop code (a few hundred functions) into the cell, about 100 ms
+// of each value cell's build (docs/PERFORMANCE.md). Out here they are compiled once.
+
+/// Shows `text` (a value's `Debug` formatting) as the cell's result.
+#[inline(never)]
+fn emit_debug(text: std::fmt::Arguments<'_>) {
+    torchbook_display::emit_result(&torchbook_display::MimeBundle::text(text.to_string()));
+}
+
+/// Shows a rendered value as the cell's result; takes the bundle so the cell never drops one.
+#[inline(never)]
+fn emit_owned(bundle: torchbook_display::MimeBundle) {
+    torchbook_display::emit_result(&bundle);
 }
 
 /// A value's `Debug` text handed back to evcxr as its plain-text result, for the kernel's

@@ -111,3 +111,30 @@ kernel_test!(completion_and_inspection_know_inferred_types, async {
     let reply = k.shell_reply().await.content.to_value();
     assert!(reply["matches"].to_string().contains("size"), "{reply}");
 });
+
+kernel_test!(a_cell_run_again_takes_its_types_from_the_last_run_unless_they_changed, async {
+    let log = support::temp_dir().join("cell-build.log");
+    let log_path = log.to_str().unwrap().to_owned();
+    let mut k = TestKernel::start_with_env(&[("TORCHBOOK_CELL_BUILD_LOG", &log_path)]).await;
+    let guessed_builds = || std::fs::read_to_string(&log).unwrap_or_default().matches("(1 guessed)").count();
+    let cell = "let x = make();";
+    let type_of_x = "std::any::type_name_of_val(&x)";
+    value_of(&mut k, "fn make() -> i64 { 5 }").await;
+    value_of(&mut k, cell).await;
+    assert_eq!(value_of(&mut k, type_of_x).await, "\"i64\"");
+    assert_eq!(guessed_builds(), 0, "a new cell is asked about");
+    // The same cell again: its `x` is guessed to be what it was, and is.
+    value_of(&mut k, cell).await;
+    assert_eq!(guessed_builds(), 1, "the second run guessed");
+    assert_eq!(value_of(&mut k, type_of_x).await, "\"i64\"");
+    assert_eq!(value_of(&mut k, "x + 1").await, "6");
+    // The session changed what the cell makes: the guess does not build, rustc is asked, and
+    // the variable has its new type with no error shown.
+    value_of(&mut k, "fn make() -> String { \"made\".to_string() }").await;
+    let (reply, iopub) = k.execute(cell).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert!(!iopub.iter().any(|m| m.header.msg_type == "error" || m.header.msg_type == "stream"), "nothing shown: {iopub:?}");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("guessed variable types did not build"));
+    assert_eq!(value_of(&mut k, type_of_x).await, "\"alloc::string::String\"");
+    assert_eq!(value_of(&mut k, "x.len()").await, "4");
+});

@@ -32,6 +32,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use super::type_probe::Guesses;
 
 /// The crate name evcxr gives cell crates.
 const CELL_CRATE: &str = "ctx";
@@ -181,21 +182,35 @@ pub fn run_as_cargo() -> i32 {
         Some(record) => Some((record.command.clone(), record.env.clone())),
         None => command_from_cargo(&real_cargo, &args, &cwd),
     };
-    match super::type_probe::resolve(&cwd, &mut command) {
-        super::type_probe::Outcome::Ready => {}
-        super::type_probe::Outcome::Failed(messages) => {
-            let mut out = std::io::stdout().lock();
-            for message in messages {
-                let _ = writeln!(out, "{message}");
-            }
-            let _ = writeln!(out, "{}", serde_json::json!({"reason": "build-finished", "success": false}));
-            return 101;
-        }
-    }
-    trace(&format!("variable types ready in {:?}", probed.elapsed()));
+    let source_path = cwd.join("src/lib.rs");
+    let source = std::fs::read(&source_path).ok();
+    // Guessed types are only tried where the build is ours to retry: a replay.
+    let guesses = if current.is_some() { Guesses::Allowed } else { Guesses::Never };
+    let mut guessed = match resolve_types(&cwd, &mut command, guesses) {
+        Ok(guessed) => guessed,
+        Err(code) => return code,
+    };
+    trace(&format!("variable types ready in {:?} ({} guessed)", probed.elapsed(), guessed.len()));
     if let Some(record) = &current {
-        match replay(record, &cwd) {
-            Replayed::Done(code) => {
+        let mut replayed = replay(record, &cwd);
+        if !guessed.is_empty() && !matches!(replayed, Replayed::Done(ref output) if output.code == 0) {
+            // A guess was wrong (or the cell has errors of its own): build as if none was made.
+            trace("guessed variable types did not build; asking rustc");
+            if let Some(source) = &source {
+                let _ = std::fs::write(&source_path, source);
+            }
+            guessed = match resolve_types(&cwd, &mut command, Guesses::Never) {
+                Ok(guessed) => guessed,
+                Err(code) => return code,
+            };
+            replayed = replay(record, &cwd);
+        }
+        match replayed {
+            Replayed::Done(output) => {
+                if output.code == 0 {
+                    super::type_probe::remember(&cwd, &guessed);
+                }
+                let code = output.pass_on();
                 trace(&format!("rustc built the cell without cargo in {:?} (exit {code})", started.elapsed()));
                 return code;
             }
@@ -206,6 +221,26 @@ pub fn run_as_cargo() -> i32 {
     let recorded = if cwd.join(RECORD_FILE).exists() { "recorded" } else { "not recorded" };
     trace(&format!("cargo built the cell in {:?} (exit {code}, {recorded})", started.elapsed()));
     code
+}
+
+/// Defines the cell's placeholder types (see `type_probe`); the guessed ones, or, when a type
+/// cannot be found, cargo's exit code after the errors are written for evcxr.
+fn resolve_types(
+    crate_dir: &Path,
+    command: &mut dyn FnMut() -> Option<super::type_probe::RustcCommand>,
+    guesses: Guesses,
+) -> Result<Vec<(String, String)>, i32> {
+    match super::type_probe::resolve(crate_dir, command, guesses) {
+        super::type_probe::Outcome::Ready(guessed) => Ok(guessed),
+        super::type_probe::Outcome::Failed(messages) => {
+            let mut out = std::io::stdout().lock();
+            for message in messages {
+                let _ = writeln!(out, "{message}");
+            }
+            let _ = writeln!(out, "{}", serde_json::json!({"reason": "build-finished", "success": false}));
+            Err(101)
+        }
+    }
 }
 
 /// Lets an error passed on with `?` reach the kernel with its type (see `question_mark`).
@@ -333,9 +368,28 @@ fn load_record(cwd: &Path) -> Option<Record> {
 }
 
 enum Replayed {
-    Done(i32),
+    /// rustc ran; what cargo would print, not printed yet.
+    Done(ReplayOutput),
     /// The dependencies are not what the record expects: let cargo build.
     NeedsCargo,
+}
+
+/// A replayed build's exit code and what cargo would have written, held back until the caller
+/// knows it wants them (a build with guessed types that fails is retried, and its errors
+/// are not the cell's).
+struct ReplayOutput {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl ReplayOutput {
+    fn pass_on(self) -> i32 {
+        let _ = std::io::stdout().lock().write_all(&self.stdout);
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().lock().write_all(&self.stderr);
+        self.code
+    }
 }
 
 /// Runs the recorded rustc, translating its messages into cargo's.
@@ -383,29 +437,29 @@ fn replay(record: &Record, cwd: &Path) -> Replayed {
         }
     }
     let success = child.wait().is_ok_and(|status| status.success());
-    let mut out = std::io::stdout().lock();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
     for message in &messages {
         let _ = writeln!(out, "{message}");
     }
+    let mut code = if success { 0 } else { 101 };
     if success {
         if let Err(e) = uplift(&artifact, args) {
-            eprintln!("torchbook: the cell library was built but cannot be put in place: {e}");
-            return Replayed::Done(101);
+            let _ = writeln!(err, "torchbook: the cell library was built but cannot be put in place: {e}");
+            code = 101;
+        } else {
+            let _ = writeln!(out, "{}", record.artifact);
         }
-        let _ = writeln!(out, "{}", record.artifact);
     }
-    let _ = writeln!(out, "{}", serde_json::json!({"reason": "build-finished", "success": success}));
-    let _ = out.flush();
+    let _ = writeln!(out, "{}", serde_json::json!({"reason": "build-finished", "success": code == 0}));
     for line in &other {
-        eprintln!("{line}");
+        let _ = writeln!(err, "{line}");
     }
-    if success {
-        Replayed::Done(0)
-    } else {
+    if !success {
         let plural = if errors == 1 { "" } else { "s" };
-        eprintln!("error: could not compile `{CELL_CRATE}` (lib) due to {errors} previous error{plural}");
-        Replayed::Done(101)
+        let _ = writeln!(err, "error: could not compile `{CELL_CRATE}` (lib) due to {errors} previous error{plural}");
     }
+    Replayed::Done(ReplayOutput { code, stdout: out, stderr: err })
 }
 
 /// Links rustc's output in `--out-dir` to the paths cargo reports (as cargo does: evcxr moves

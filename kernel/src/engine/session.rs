@@ -340,7 +340,11 @@ fn decode_prompt(prompt: &str) -> String {
 /// `code` with placeholder types for its new variables, when types come from rustc.
 fn annotated(code: &str) -> Annotated {
     if annotate::enabled() {
-        annotate::annotate(code)
+        let annotated = annotate::annotate(code);
+        if let Some(crate_dir) = std::env::var_os("EVCXR_TMPDIR") {
+            type_probe::note_cell_of_placeholders(std::path::Path::new(&crate_dir), code, &type_probe::placeholders_in(&annotated.code));
+        }
+        annotated
     } else {
         Annotated::unchanged(code)
     }

@@ -12,6 +12,15 @@
 //! cell crate gets `type P = <type>;` appended for the placeholders it uses, so that later
 //! cells take the variable back under its real type. Appending keeps every line of evcxr's
 //! source where it was, so compiler messages still point into the user's code.
+//!
+//! A cell run again (the commonest thing in a notebook) would pay for the check every time,
+//! since each run's variables get new placeholders. The engine notes which cell, and which
+//! `let` in it, each placeholder was written into ([`note_cell_of_placeholders`]); a new
+//! placeholder from the same `let` of the same cell text as one whose type is known is
+//! *guessed* to have that type ([`Guesses::Allowed`]). The caller builds the cell with the
+//! guesses and keeps them ([`remember`]) only if the build succeeds; otherwise it puts the
+//! source back and resolves again without guessing, so a wrong guess (the session around the
+//! cell changed its types) costs one failed build and never shows.
 
 use crate::engine::annotate::PLACEHOLDER_PREFIX;
 use std::collections::BTreeMap;
@@ -19,38 +28,60 @@ use std::path::Path;
 
 /// Placeholder → type, for the crate's whole session.
 const TYPES_FILE: &str = "target/torchbook-variable-types.json";
+/// Lines of `placeholder<TAB>cell key`, appended by the engine (see [`note_cell_of_placeholders`]).
+const CELLS_FILE: &str = "target/torchbook-placeholder-cells.tsv";
 const PROBE_DIR: &str = "target/torchbook-type-probe";
 
 /// The rustc command (program first) and environment a cell crate is built with.
 pub type RustcCommand = (Vec<String>, Vec<(String, String)>);
 
+/// Whether [`resolve`] may take a new placeholder's type from an earlier run of its cell.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Guesses {
+    Allowed,
+    Never,
+}
+
 /// What [`resolve`] found out.
 pub enum Outcome {
-    /// The source names no placeholder, or all of them are defined now.
-    Ready,
+    /// The source names no placeholder, or all of them are defined now; the ones defined by
+    /// a guess, with their types (to [`remember`] once the cell builds).
+    Ready(Vec<(String, String)>),
     /// Some variable's type cannot be named; the errors are cargo messages for evcxr.
     Failed(Vec<serde_json::Value>),
 }
 
 /// Defines every placeholder `crate_dir/src/lib.rs` uses, asking rustc (through `command`,
 /// called at most once, only if some placeholder is new) for the ones not known yet.
-pub fn resolve(crate_dir: &Path, command: &mut dyn FnMut() -> Option<RustcCommand>) -> Outcome {
+pub fn resolve(crate_dir: &Path, command: &mut dyn FnMut() -> Option<RustcCommand>, guesses: Guesses) -> Outcome {
     let source_path = crate_dir.join("src/lib.rs");
-    let Ok(source) = std::fs::read_to_string(&source_path) else { return Outcome::Ready };
+    let Ok(source) = std::fs::read_to_string(&source_path) else { return Outcome::Ready(Vec::new()) };
     let used = placeholders_in(&source);
     if used.is_empty() {
-        return Outcome::Ready;
+        return Outcome::Ready(Vec::new());
     }
     let types_path = crate_dir.join(TYPES_FILE);
     let mut known: BTreeMap<String, String> =
         std::fs::read(&types_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-    let new: Vec<&String> = used.iter().filter(|p| !known.contains_key(*p)).collect();
+    let mut guessed = Vec::new();
+    if guesses == Guesses::Allowed {
+        let cells = placeholder_cells(crate_dir);
+        for placeholder in used.iter().filter(|p| !known.contains_key(*p)) {
+            if let Some(type_name) = guess(placeholder, &cells, &known) {
+                guessed.push((placeholder.clone(), type_name));
+            }
+        }
+    }
+    let new: Vec<&String> =
+        used.iter().filter(|p| !known.contains_key(*p) && !guessed.iter().any(|(g, _)| g == *p)).collect();
     let mut errors = Vec::new();
     // Placeholders whose variable has no type because its cell has errors of its own: `()`
     // for this build, whose errors are then the cell's.
     let mut failing = BTreeMap::new();
     if !new.is_empty() {
-        let probe = ProbeSource::new(&source, &new, &known);
+        let mut with_guesses = known.clone();
+        with_guesses.extend(guessed.iter().cloned());
+        let probe = ProbeSource::new(&source, &new, &with_guesses);
         let answer = command().and_then(|command| run_probe(crate_dir, &probe, &command));
         for (placeholder, variable, _) in &probe.stores {
             match &answer {
@@ -80,11 +111,59 @@ pub fn resolve(crate_dir: &Path, command: &mut dyn FnMut() -> Option<RustcComman
         return Outcome::Failed(errors);
     }
     known.extend(failing);
+    known.extend(guessed.iter().cloned());
     let aliases = aliases(&source, &used, &known);
     if !aliases.is_empty() {
         let _ = std::fs::write(&source_path, format!("{source}{aliases}"));
     }
-    Outcome::Ready
+    Outcome::Ready(guessed)
+}
+
+/// Keeps guessed types (from [`Outcome::Ready`]) after the cell built with them.
+pub fn remember(crate_dir: &Path, guessed: &[(String, String)]) {
+    let types_path = crate_dir.join(TYPES_FILE);
+    let mut known: BTreeMap<String, String> =
+        std::fs::read(&types_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    known.extend(guessed.iter().cloned());
+    if let Ok(text) = serde_json::to_vec(&known) {
+        let _ = std::fs::write(&types_path, text);
+    }
+}
+
+/// Notes, for the engine, that `placeholders` (in the order they appear) were written into
+/// the cell `code`: the n-th placeholder of the same text is the same `let`.
+pub fn note_cell_of_placeholders(crate_dir: &Path, code: &str, placeholders: &[String]) {
+    if placeholders.is_empty() {
+        return;
+    }
+    use sha2::{Digest, Sha256};
+    let cell: String = Sha256::digest(code.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let lines: String = placeholders.iter().enumerate().map(|(n, p)| format!("{p}\t{cell}:{n}\n")).collect();
+    let path = crate_dir.join(CELLS_FILE);
+    let _ = path.parent().map(std::fs::create_dir_all);
+    let appended = std::fs::OpenOptions::new().create(true).append(true).open(&path);
+    if let Ok(mut file) = appended {
+        use std::io::Write;
+        let _ = file.write_all(lines.as_bytes());
+    }
+}
+
+/// Placeholder → the key of the cell and `let` it was written into.
+fn placeholder_cells(crate_dir: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(crate_dir.join(CELLS_FILE)).unwrap_or_default();
+    text.lines().filter_map(|line| line.split_once('\t')).map(|(p, key)| (p.to_owned(), key.to_owned())).collect()
+}
+
+/// The type of the latest known placeholder written into the same `let` of the same cell.
+fn guess(placeholder: &str, cells: &BTreeMap<String, String>, known: &BTreeMap<String, String>) -> Option<String> {
+    let key = cells.get(placeholder)?;
+    let number = |p: &str| p.trim_start_matches(PLACEHOLDER_PREFIX).parse::<u64>().unwrap_or(0);
+    cells
+        .iter()
+        .filter(|(other, other_key)| *other_key == key && other.as_str() != placeholder)
+        .filter_map(|(other, _)| Some((number(other), known.get(other)?)))
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, type_name)| type_name.clone())
 }
 
 /// The placeholder → type table of the crate in `crate_dir` (for `:vars` and inspection).
@@ -307,6 +386,26 @@ fn error_message(message: &str) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_placeholder_is_guessed_from_the_latest_run_of_its_let() {
+        let dir = std::env::temp_dir().join(format!("torchbook-guess-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let p = |n: u32| format!("{PLACEHOLDER_PREFIX}{n}");
+        note_cell_of_placeholders(&dir, "let a = 1; let b = 2.0;", &[p(1), p(2)]);
+        note_cell_of_placeholders(&dir, "let a = 1u8;", &[p(3)]);
+        note_cell_of_placeholders(&dir, "let a = 1; let b = 2.0;", &[p(4), p(5)]);
+        note_cell_of_placeholders(&dir, "let a = 1; let b = 2.0;", &[p(6), p(7)]);
+        let cells = placeholder_cells(&dir);
+        let known = BTreeMap::from([(p(1), "i32".to_owned()), (p(2), "f64".to_owned()), (p(3), "u8".to_owned()), (p(4), "i64".to_owned())]);
+        // The same `let` of the same cell, the latest run with a known type; never another
+        // cell's, never another `let`'s.
+        assert_eq!(guess(&p(6), &cells, &known).as_deref(), Some("i64"));
+        assert_eq!(guess(&p(7), &cells, &known).as_deref(), Some("f64"));
+        assert_eq!(guess(&p(3), &cells, &known), None);
+        assert_eq!(guess(&p(8), &cells, &known), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn placeholders_are_found_once_each() {
