@@ -30,6 +30,12 @@ kernel_test!(kernel_info_is_immediate_and_complete, async {
     // Control answers kernel_info too.
     k.send_control("kernel_info_request", json!({})).await;
     assert_eq!(k.control_reply().await.header.msg_type, "kernel_info_reply");
+    // The IPC sockets are the user's alone.
+    for channel in 1..=5 {
+        let path = format!("{}{channel}", k.endpoint_base().trim_start_matches("ipc://"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{path}");
+    }
 });
 
 kernel_test!(bad_signature_and_replay_are_dropped, async {

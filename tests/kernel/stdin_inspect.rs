@@ -155,3 +155,44 @@ kernel_test!(fifty_queued_cells_behind_an_error_are_aborted, async {
     let (reply, _) = k.execute("7").await;
     assert_eq!(reply["status"], "ok");
 });
+
+kernel_test!(a_password_typed_in_reaches_the_cell_and_nothing_else, async {
+    let dir = support::temp_dir();
+    let (history, build_log, log) = (dir.join("history.jsonl"), dir.join("cell-build.log"), dir.join("kernel.log"));
+    let env = [
+        ("TORCHBOOK_HISTORY", history.to_str().unwrap()),
+        ("TORCHBOOK_CELL_BUILD_LOG", build_log.to_str().unwrap()),
+        ("TORCHBOOK_TRACE", "1"),
+    ];
+    let mut k = TestKernel::start_with_log(&env, &log).await;
+    let secret = "s3cr3t-Passphrase-42";
+    let code = "let secret = torchbook::input_password(\"Key: \").unwrap();\nprintln!(\"{} characters\", secret.len());";
+    let id = k.send_shell("execute_request", json!({"code": code, "allow_stdin": true, "store_history": true})).await;
+    assert_eq!(k.stdin_request().await.content.to_value()["password"], true);
+    k.send_stdin("input_reply", json!({"value": secret})).await;
+    assert_eq!(k.shell_reply().await.content.to_value()["status"], "ok");
+    let mut iopub = k.iopub_until_idle(&id).await;
+    assert_eq!(stream_text(&iopub, "stdout"), "20 characters\n", "the cell got it");
+    // Later cells use it (still in the session), and the history is asked for.
+    let (reply, more) = k.execute("secret.chars().rev().count()").await;
+    assert_eq!(reply["status"], "ok");
+    iopub.extend(more);
+    let id = k.send_shell("history_request", json!({"output": true, "raw": true, "hist_access_type": "tail", "n": 10})).await;
+    let history_reply = k.shell_reply().await;
+    k.iopub_until_idle(&id).await;
+    let everything = [
+        iopub.iter().map(|m| m.content.to_value().to_string()).collect::<Vec<_>>().join("\n"),
+        history_reply.content.to_value().to_string(),
+        std::fs::read_to_string(&history).unwrap_or_default(),
+        std::fs::read_to_string(&build_log).unwrap_or_default(),
+    ];
+    for (what, text) in ["iopub", "history_reply", "history file", "cell build log"].iter().zip(&everything) {
+        assert!(!text.contains(secret), "the password reached the {what}: {text}");
+    }
+    assert!(everything[2].contains("input_password"), "history was written: {}", everything[2]);
+    drop(k);
+    std::thread::sleep(Duration::from_millis(500));
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("torchbook"), "the kernel logged (TORCHBOOK_TRACE): {log_text}");
+    assert!(!log_text.contains(secret), "the password reached the kernel's log: {log_text}");
+});

@@ -32,12 +32,26 @@ async fn bind<S: Socket>(
     socket
         .bind(&endpoint)
         .await
-        .map(|_| ())
         .map_err(|source| BindError {
             channel: name,
-            endpoint,
+            endpoint: endpoint.clone(),
             source,
-        })
+        })?;
+    if let Some(path) = endpoint.strip_prefix("ipc://") {
+        owner_only(std::path::Path::new(path));
+    }
+    Ok(())
+}
+
+/// An IPC socket is a file anyone who can reach it may connect to; the signing key still
+/// guards every message, but only the kernel's user should get as far as sending one
+/// (docs/SECURITY.md). The socket is created with the process's umask, so it is narrowed
+/// right after the bind.
+fn owner_only(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        eprintln!("torchbook: cannot make the socket {} private to its user: {e}", path.display());
+    }
 }
 
 fn to_frames(message: ZmqMessage) -> Vec<Bytes> {

@@ -122,14 +122,25 @@ impl TestKernel {
     /// As [`TestKernel::start_with_env`], but started by a stand-in frontend (a shell that
     /// starts the kernel and lives on): `process` is that frontend, so a test can end it.
     pub async fn start_through_frontend(env: &[(&str, &str)]) -> TestKernel {
-        Self::launch_with(env, false, None, true).await
+        Self::launch_with(env, false, None, true, None).await
+    }
+
+    /// As [`TestKernel::start_with_env`], with the kernel's log (its stderr) written to `log`.
+    pub async fn start_with_log(env: &[(&str, &str)], log: &std::path::Path) -> TestKernel {
+        Self::launch_with(env, false, None, false, Some(log)).await
     }
 
     async fn launch(env: &[(&str, &str)], own_group: bool, cwd: Option<&std::path::Path>) -> TestKernel {
-        Self::launch_with(env, own_group, cwd, false).await
+        Self::launch_with(env, own_group, cwd, false, None).await
     }
 
-    async fn launch_with(env: &[(&str, &str)], own_group: bool, cwd: Option<&std::path::Path>, through_shell: bool) -> TestKernel {
+    async fn launch_with(
+        env: &[(&str, &str)],
+        own_group: bool,
+        cwd: Option<&std::path::Path>,
+        through_shell: bool,
+        log: Option<&std::path::Path>,
+    ) -> TestKernel {
         let dir = temp_dir();
         let key = uuid::Uuid::new_v4().to_string();
         let base = dir.join("kernel");
@@ -158,6 +169,9 @@ impl TestKernel {
             .stdin(Stdio::null());
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
+        }
+        if let Some(log) = log {
+            command.stderr(std::fs::File::create(log).expect("create the kernel's log"));
         }
         if own_group {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -204,6 +218,11 @@ impl TestKernel {
         let welcome = kernel.next_iopub().await;
         assert_eq!(welcome.header.msg_type, "iopub_welcome");
         kernel
+    }
+
+    /// `ipc://<folder>/kernel-`: the channels' endpoints are this and their port numbers.
+    pub fn endpoint_base(&self) -> &str {
+        &self.endpoint_base
     }
 
     /// The kernel's iopub endpoint, for a second subscriber.
