@@ -106,11 +106,27 @@ pub fn kernel_json(options: &InstallOptions, binary: &Path) -> serde_json::Value
     })
 }
 
+/// Writes `bytes` to `path` and flushes them to disk (the folder is put in place afterwards).
 fn write(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
-    std::fs::write(path, bytes).map_err(|source| InstallError::Write {
+    let written = std::fs::File::create(path).and_then(|mut file| {
+        use std::io::Write;
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    written.map_err(|source| InstallError::Write {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Swaps two existing paths in one step (Linux `renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::ErrorKind::InvalidInput);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them as `rename` would.
+    let done = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if done == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// Installs the kernelspec and returns the folder it was written to.
@@ -123,20 +139,36 @@ pub fn install(options: &InstallOptions, binary: &Path) -> Result<PathBuf, Insta
     if !name_ok {
         return Err(InstallError::BadName(options.name.clone()));
     }
-    let dir = kernels_dir(&options.location)?.join(&options.name);
+    let kernels = kernels_dir(&options.location)?;
+    let dir = kernels.join(&options.name);
     let io = |source| InstallError::Write {
         path: dir.clone(),
         source,
     };
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io)?;
+    // The new kernelspec is written beside the old one and swapped in whole: a frontend
+    // listing kernels, or an install killed half-way, sees the old spec or the new one,
+    // never a folder without its kernel.json. The staging name starts with a dot, which
+    // jupyter_client does not list as a kernel.
+    let staging = kernels.join(format!(".{}.installing-{}", options.name, std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io)?;
     }
-    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::create_dir_all(&staging).map_err(io)?;
     let spec = serde_json::to_vec_pretty(&kernel_json(options, binary)).expect("JSON serialises");
-    write(&dir.join("kernel.json"), &spec)?;
-    write(&dir.join("logo-32x32.png"), LOGO_32)?;
-    write(&dir.join("logo-64x64.png"), LOGO_64)?;
-    write(&dir.join("logo-svg.svg"), LOGO_SVG)?;
+    write(&staging.join("kernel.json"), &spec)?;
+    write(&staging.join("logo-32x32.png"), LOGO_32)?;
+    write(&staging.join("logo-64x64.png"), LOGO_64)?;
+    write(&staging.join("logo-svg.svg"), LOGO_SVG)?;
+    if dir.exists() {
+        exchange(&staging, &dir).map_err(io)?;
+        // `staging` now holds the previous kernelspec.
+        std::fs::remove_dir_all(&staging).map_err(io)?;
+    } else {
+        std::fs::rename(&staging, &dir).map_err(io)?;
+    }
+    if let Ok(folder) = std::fs::File::open(&kernels) {
+        let _ = folder.sync_all();
+    }
     Ok(dir)
 }
 
@@ -166,6 +198,9 @@ mod tests {
         assert_eq!(spec["argv"][0], "/bin/torchbook");
         assert_eq!(spec["env"]["LD_LIBRARY_PATH"], "/opt/libtorch/lib");
         assert!(dir.join("logo-64x64.png").exists());
+        // Nothing but the kernelspec is left in the kernels folder (no staging copy).
+        let left: Vec<_> = std::fs::read_dir(dir.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [std::ffi::OsString::from("torchbook")]);
         std::fs::remove_dir_all(prefix).unwrap();
     }
 
