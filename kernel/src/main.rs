@@ -88,7 +88,6 @@ fn main() {
     match cell_build::role() {
         cell_build::Role::Cargo => std::process::exit(cell_build::run_as_cargo()),
         cell_build::Role::RustcRecorder => std::process::exit(cell_build::run_as_rustc_recorder()),
-        cell_build::Role::CellLinker => std::process::exit(torchbook_kernel::engine::cell_link::run_as_linker()),
         cell_build::Role::Other => {}
     }
     if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {

@@ -7,12 +7,17 @@
 pub struct WorkDir {
     path: std::path::PathBuf,
     owned: bool,
+    /// The folder of our own that holds the cargo stand-in's toolchain when evcxr's folder is
+    /// the user's (`EVCXR_TMPDIR`); removed with the kernel.
+    private: Option<std::path::PathBuf>,
 }
 
 impl WorkDir {
     /// Chooses the folder and points evcxr at it. A user's own `EVCXR_TMPDIR` is respected and
-    /// kept as it is. Call before any thread starts: it sets environment variables (and then
-    /// starts one thread, which reads none).
+    /// kept as it is; the cargo stand-in's toolchain then lives in a folder of our own beside
+    /// it, since cells' variable types depend on the stand-in (`type_probe`). Call before any
+    /// thread starts: it sets environment variables (and then starts one thread, which reads
+    /// none).
     ///
     /// Our own folder holds evcxr's crate in `evcxr/` and, above it, a cargo configuration that
     /// compiles the cells (evcxr's package `ctx`) at `TORCHBOOK_CELL_OPT_LEVEL` (default 0)
@@ -21,35 +26,22 @@ impl WorkDir {
     /// 250–350 ms at 2, because each new cell's instantiations are codegenned afresh. Cell code
     /// is glue around the runtime and libtorch; a hot loop written in a cell runs slower.
     pub fn create() -> std::io::Result<WorkDir> {
-        if let Some(path) = std::env::var_os("EVCXR_TMPDIR") {
-            return Ok(WorkDir {
-                path: path.into(),
-                owned: false,
-            });
-        }
         let temp = std::env::temp_dir();
-        let path = std::env::temp_dir().join(format!(
-            "torchbook-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        // Cell sources and build output are the user's code and data: only they may read them.
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        let path = private_folder(&temp)?;
+        if let Some(users) = std::env::var_os("EVCXR_TMPDIR") {
+            install_cell_toolchain(&path);
+            return Ok(WorkDir { path: users.into(), owned: false, private: Some(path) });
         }
         std::fs::create_dir_all(path.join(".cargo"))?;
         std::fs::write(path.join(".cargo/config.toml"), cell_profile(&cell_opt_level()))?;
         let evcxr = path.join("evcxr");
         std::fs::create_dir_all(&evcxr)?;
         std::env::set_var("EVCXR_TMPDIR", &evcxr);
-        if let Err(e) = crate::engine::cell_build::install_toolchain(&path) {
-            eprintln!("torchbook: cargo will build every cell ({e})");
-        }
+        install_cell_toolchain(&path);
         // In the background: removing a dead kernel's folder takes longer than answering
         // kernel_info; the thread reads no environment variable, so later set_vars are safe.
         let _ = std::thread::Builder::new().name("workdir-sweep".into()).spawn(move || remove_folders_of_dead_kernels(&temp));
-        Ok(WorkDir { path, owned: true })
+        Ok(WorkDir { path, owned: true, private: None })
     }
 
     /// Where the engine's nth start keeps evcxr's folder. The first uses `evcxr/`; an engine
@@ -77,6 +69,24 @@ impl WorkDir {
         if self.owned {
             let _ = std::fs::remove_dir_all(&self.path);
         }
+        if let Some(private) = self.private {
+            let _ = std::fs::remove_dir_all(private);
+        }
+    }
+}
+
+/// A new folder `torchbook-<pid>-<id>` in `temp` that only this user can read: cell sources
+/// and build output are the user's code and data. The sweep recognises the name.
+fn private_folder(temp: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = temp.join(format!("torchbook-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+    std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+    Ok(path)
+}
+
+fn install_cell_toolchain(folder: &std::path::Path) {
+    if let Err(e) = crate::engine::cell_build::install_toolchain(folder) {
+        eprintln!("torchbook: cargo will build every cell ({e})");
     }
 }
 

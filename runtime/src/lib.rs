@@ -16,6 +16,7 @@
 //! ```
 
 pub mod callbacks;
+pub mod cell_store;
 pub mod cell_value;
 pub mod checkpoint;
 pub mod data;

@@ -221,15 +221,36 @@ kernel_test!(cargo_builds_every_cell_when_asked_to, async {
     for (setting, replays) in [("0", true), ("1", false)] {
         let env = [("TORCHBOOK_PRELUDE", "0"), ("TORCHBOOK_CELL_CARGO", setting), ("TORCHBOOK_CELL_BUILD_LOG", log_path)];
         let mut k = TestKernel::start_with_env(&env).await;
-        for (code, shown) in [("1 + 1", "2"), ("2 + 3", "5")] {
+        // Variables too: their types come from evcxr's rust-analyzer when cargo builds.
+        for (code, shown) in [("1 + 1", "2"), ("let v = vec![1, 2];", ""), ("v.len() + 3", "5")] {
             let (reply, iopub) = k.execute(code).await;
-            assert_eq!(reply["status"], "ok", "{reply}");
+            assert_eq!(reply["status"], "ok", "TORCHBOOK_CELL_CARGO={setting} {code}: {reply}");
             assert_eq!(support::result_text(&iopub), shown);
         }
         let built = std::fs::read_to_string(&log).unwrap_or_default();
         assert_eq!(built.contains("rustc built the cell without cargo"), replays, "TORCHBOOK_CELL_CARGO={setting}: {built}");
         let _ = std::fs::remove_file(&log);
     }
+    let _ = std::fs::remove_dir_all(dir);
+});
+
+kernel_test!(a_users_own_evcxr_folder_is_used_and_kept, async {
+    let dir = support::temp_dir();
+    let folder = dir.join("my-evcxr");
+    let log = dir.join("cell-build.log");
+    let env = [("TORCHBOOK_PRELUDE", "0"), ("EVCXR_TMPDIR", folder.to_str().unwrap()), ("TORCHBOOK_CELL_BUILD_LOG", log.to_str().unwrap())];
+    let mut k = TestKernel::start_with_env(&env).await;
+    for (code, shown) in [("let v = vec![1, 2];", ""), ("v.len() + 3", "5"), ("v.len() + 4", "6")] {
+        let (reply, iopub) = k.execute(code).await;
+        assert_eq!(reply["status"], "ok", "{code}: {reply}");
+        assert_eq!(support::result_text(&iopub), shown);
+    }
+    let built = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(built.contains("rustc built the cell without cargo"), "cells are built by the stand-in there too: {built}");
+    k.send_control("shutdown_request", json!({"restart": false})).await;
+    k.control_reply().await;
+    assert!(k.exited_within(Duration::from_secs(10)), "kernel exits after shutdown");
+    assert!(folder.join("src/lib.rs").exists(), "the user's folder is kept");
     let _ = std::fs::remove_dir_all(dir);
 });
 

@@ -80,6 +80,14 @@ kernel_test!(cells_after_the_first_build_without_cargo_until_a_dependency_change
         assert_eq!(result_text(&iopub), shown, "{code}");
     }
     assert!(built().contains("rustc built the cell without cargo"), "{}", built());
+    // Cells with variables build against the runtime's variable store (`engine/variable_store.rs`);
+    // evcxr's own is only built if its text is not the one the runtime implements.
+    for (code, shown) in [("let kept = vec![1.5f32];", ""), ("kept[0] * 2.0", "3.0")] {
+        let (reply, iopub) = k.execute(code).await;
+        assert_eq!(reply["status"], "ok", "{code}: {reply}");
+        assert_eq!(result_text(&iopub), shown, "{code}");
+    }
+    assert!(built().contains("variable store: the runtime's") && !built().contains("evcxr's own"), "{}", built());
     // Errors found by a replayed build read as cargo's.
     let (reply, _) = k.execute("let x: i32 = \"a\";").await;
     assert_eq!(reply["ename"], "CompileError", "{reply}");

@@ -22,9 +22,10 @@ use ra_ap_syntax::{Edition, SourceFile, SyntaxKind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Whether variable types come from rustc (the default) rather than from evcxr's
-/// rust-analyzer (`TORCHBOOK_TYPES_FROM_RA=1`).
+/// rust-analyzer (`TORCHBOOK_TYPES_FROM_RA=1`). Only the cargo stand-in resolves placeholders,
+/// so without it (`TORCHBOOK_CELL_CARGO=1`, no cargo in the toolchain) evcxr's way is used.
 pub fn enabled() -> bool {
-    std::env::var("TORCHBOOK_TYPES_FROM_RA").map_or(true, |v| v != "1")
+    std::env::var("TORCHBOOK_TYPES_FROM_RA").map_or(true, |v| v != "1") && super::cell_build::stand_in_installed()
 }
 
 /// Every placeholder starts with this; the stand-in finds them by it.

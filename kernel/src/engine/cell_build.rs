@@ -58,8 +58,6 @@ pub enum Role {
     Cargo,
     /// Invoked by cargo as the rustc wrapper while recording.
     RustcRecorder,
-    /// Invoked by a replayed rustc as its linker (see `cell_link`).
-    CellLinker,
     Other,
 }
 
@@ -69,8 +67,6 @@ pub fn role() -> Role {
         Role::Cargo
     } else if std::env::var_os(RECORD_ENV).is_some() && std::env::args_os().nth(1).is_some() {
         Role::RustcRecorder
-    } else if std::env::var_os(super::cell_link::LINKER_ENV).is_some() {
-        Role::CellLinker
     } else {
         Role::Other
     }
@@ -109,6 +105,12 @@ pub fn install_toolchain(folder: &Path) -> std::io::Result<bool> {
     std::env::set_var(REAL_CARGO_ENV, real_cargo);
     std::env::set_var(REAL_RUSTC_ENV, real_rustc);
     Ok(true)
+}
+
+/// Whether evcxr's cargo is the stand-in in this process tree ([`install_toolchain`] ran here
+/// or in the kernel that started this engine): variable types from rustc need it.
+pub fn stand_in_installed() -> bool {
+    std::env::var_os(REAL_CARGO_ENV).is_some()
 }
 
 /// What a recorded build needs to run again.
@@ -170,6 +172,7 @@ pub fn run_as_cargo() -> i32 {
         return run_real_cargo(&real_cargo, &args, None);
     }
     annotate_question_marks(&cwd);
+    use_runtime_variable_store(&cwd);
     let started = std::time::Instant::now();
     let current = load_record(&cwd).filter(|record| {
         let matches = key(&args, &cwd, &record.watched).as_deref() == Some(record.key.as_str());
@@ -251,6 +254,31 @@ fn annotate_question_marks(crate_dir: &Path) {
         if let Err(e) = std::fs::write(&source, annotated) {
             eprintln!("torchbook: cannot annotate the cell's error conversion ({e}); `?` errors show without their type");
         }
+    }
+}
+
+/// Builds the cell against the runtime's compiled variable store (see `variable_store`), unless
+/// `TORCHBOOK_CELL_EVCXR_STORE=1`.
+fn use_runtime_variable_store(crate_dir: &Path) {
+    if std::env::var("TORCHBOOK_CELL_EVCXR_STORE").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap_or_default();
+    if !super::variable_store::crate_has_runtime(&manifest) {
+        return;
+    }
+    let source = crate_dir.join("src/lib.rs");
+    let Ok(text) = std::fs::read_to_string(&source) else { return };
+    match super::variable_store::with_runtime_store(&text) {
+        Ok(swapped) => {
+            if let Err(e) = std::fs::write(&source, swapped) {
+                eprintln!("torchbook: cannot write the cell's source ({e}); it builds evcxr's variable store");
+            } else {
+                trace("variable store: the runtime's");
+            }
+        }
+        Err(super::variable_store::Kept::NoStore) => {}
+        Err(super::variable_store::Kept::OtherText(hash)) => trace(&format!("variable store: evcxr's own (its text hashes to {hash})")),
     }
 }
 
@@ -401,11 +429,9 @@ fn replay(record: &Record, cwd: &Path) -> Replayed {
         return Replayed::NeedsCargo;
     };
     let mut command = Command::new(program);
+    // libtorch's libraries as empty stand-ins at link time, found first (see `cell_link`).
+    command.args(super::cell_link::replay_arguments(cwd));
     command.args(args).env_clear().envs(record.env.iter().map(|(k, v)| (k, v)));
-    // libtorch's libraries as empty stand-ins at link time (see `cell_link`).
-    if let Some((link_args, (name, value))) = super::cell_link::replay_arguments(&record.command, cwd) {
-        command.args(link_args).env(name, value);
-    }
     let mut child = match command
         .current_dir(cwd)
         .stdout(Stdio::inherit())

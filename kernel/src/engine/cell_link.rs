@@ -1,69 +1,53 @@
-//! The linker for replayed cell builds: rustc's own (`cc` with `rust-lld`), without libtorch's
-//! libraries.
+//! Linking replayed cell builds without reading libtorch's libraries.
 //!
 //! A cell library links against libtorch (`-ltorch_cpu -ltorch -lc10 …`, from `torch-sys`'s
 //! build script), and the linker reads those libraries' symbol tables for every cell —
 //! `libtorch_cpu.so` alone exports well over 100,000 symbols — only to find the few a cell
 //! calls. The worker has libtorch in its global scope (`worker::libtorch`), where the
-//! dynamic loader binds a cell's references to it, so the replayed rustc runs this
-//! executable as its linker ([`replay_arguments`]), which leaves those `-l`s out and runs
-//! `cc` with the toolchain's `rust-lld`. Only while the worker says it has libtorch (its
+//! dynamic loader binds a cell's references to it. So the replayed rustc gets one more
+//! library search folder, ahead of all others ([`replay_arguments`]), in which each of
+//! libtorch's libraries is an empty linker script: the linker finds those first, reads
+//! nothing, and leaves the references for the loader. rustc keeps its own linker and flags
+//! (`cc` with the toolchain's `rust-lld`). Only while the worker says it has libtorch (its
 //! marker in evcxr's folder); `TORCHBOOK_CELL_FULL_LINK=1` keeps the real libraries.
 //! Measured in docs/PERFORMANCE.md.
 
-use std::ffi::OsString;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
-/// Set in the replayed rustc's environment; rustc passes it on to its linker.
-pub const LINKER_ENV: &str = "TORCHBOOK_CELL_LINKER";
-/// libtorch's libraries, left out of the link.
+/// libtorch's libraries, replaced at link time.
 const LEFT_OUT: [&str; 5] = ["torch_cpu", "torch", "c10", "torch_cuda", "c10_cuda"];
+/// The folder of empty stand-ins, in the cell crate's target folder.
+const STUB_DIR: &str = "target/torchbook-link-stubs";
+/// An empty linker script: a valid input for ld.bfd, gold, lld and mold that defines nothing.
+const STUB_TEXT: &str = "/* torchbook: libtorch is already loaded in the worker (engine/cell_link.rs) */\n";
 
-/// The `-C linker=` argument and environment for a replayed build of the cell crate in
-/// `crate_dir`, unless the worker has not loaded libtorch globally, the recorded command
-/// names a linker of its own, or `TORCHBOOK_CELL_FULL_LINK=1`.
-pub fn replay_arguments(command: &[String], crate_dir: &Path) -> Option<(Vec<String>, (String, String))> {
+/// Arguments to put before the recorded rustc command's own for a replayed build of the cell
+/// crate in `crate_dir`; none unless the worker has loaded libtorch globally, or when
+/// `TORCHBOOK_CELL_FULL_LINK=1` or the stand-ins cannot be written.
+pub fn replay_arguments(crate_dir: &Path) -> Vec<String> {
     if std::env::var("TORCHBOOK_CELL_FULL_LINK").is_ok_and(|v| v == "1") || !crate_dir.join(crate::wire::worker::LIBTORCH_GLOBAL_MARKER).exists() {
-        return None;
+        return Vec::new();
     }
-    if command.iter().any(|a| a.starts_with("linker=") || a.starts_with("-Clinker=")) {
-        return None;
-    }
-    let this = std::env::current_exe().ok()?.to_str()?.to_owned();
-    Some((vec!["-C".to_owned(), format!("linker={this}")], (LINKER_ENV.to_owned(), "1".to_owned())))
-}
-
-/// Runs `cc` with rustc's linker arguments, libtorch's libraries left out, through the
-/// toolchain's `rust-lld` as rustc's own default link does. Returns the exit code.
-pub fn run_as_linker() -> i32 {
-    let mut args: Vec<OsString> = self_contained_lld();
-    args.extend(std::env::args_os().skip(1).filter(|arg| !is_left_out(arg)));
-    match Command::new("cc").args(&args).env_remove(LINKER_ENV).status() {
-        Ok(status) => status.code().unwrap_or(101),
+    match stub_folder(crate_dir) {
+        Ok(folder) => vec!["-L".to_owned(), format!("native={}", folder.display())],
         Err(e) => {
-            eprintln!("torchbook: cannot run the linker `cc`: {e}");
-            101
+            eprintln!("torchbook: cannot write libtorch's link stand-ins ({e}); cells link the real libraries");
+            Vec::new()
         }
     }
 }
 
-/// rustc 1.95 links x86_64 Linux code with the toolchain's `rust-lld` (`-fuse-ld=lld` and
-/// `-B` its `gcc-ld` folder), but leaves both out once `-C linker=` names another program, as
-/// the replay does; without them `cc` runs the system's `ld.bfd`, slower on every cell. Empty
-/// when the toolchain has no `gcc-ld` (then rustc would not have used lld either).
-fn self_contained_lld() -> Vec<OsString> {
-    let gcc_ld = Path::new(super::cell_build::BUILD_SYSROOT).join("lib/rustlib").join(env!("TORCHBOOK_TARGET")).join("bin/gcc-ld");
-    if !gcc_ld.join("ld.lld").exists() {
-        return Vec::new();
+/// The stand-ins' folder, written the first time.
+fn stub_folder(crate_dir: &Path) -> std::io::Result<PathBuf> {
+    let folder = crate_dir.join(STUB_DIR);
+    if !folder.join(format!("lib{}.so", LEFT_OUT[LEFT_OUT.len() - 1])).exists() {
+        std::fs::create_dir_all(&folder)?;
+        // The last one written is the one checked above, so a folder half written is finished.
+        for name in LEFT_OUT {
+            std::fs::write(folder.join(format!("lib{name}.so")), STUB_TEXT)?;
+        }
     }
-    let mut dash_b = OsString::from("-B");
-    dash_b.push(gcc_ld.as_os_str());
-    vec![dash_b, OsString::from("-fuse-ld=lld")]
-}
-
-fn is_left_out(arg: &OsString) -> bool {
-    arg.to_str().and_then(|a| a.strip_prefix("-l")).is_some_and(|name| LEFT_OUT.contains(&name))
+    Ok(folder)
 }
 
 #[cfg(test)]
@@ -71,26 +55,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_libtorchs_libraries_are_left_out() {
-        let kept: Vec<&str> = ["-lstdc++", "-ltorch_cpu", "-ltorch", "-lc10", "-lgomp", "-o", "-ltorchvision"]
-            .into_iter()
-            .filter(|a| !is_left_out(&OsString::from(a)))
-            .collect();
-        assert_eq!(kept, ["-lstdc++", "-lgomp", "-o", "-ltorchvision"]);
-    }
-
-    #[test]
-    fn no_marker_no_changed_linker() {
+    fn stand_ins_only_once_the_worker_has_libtorch() {
         let dir = std::env::temp_dir().join(format!("torchbook-link-test-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("target")).unwrap();
-        let command = vec!["rustc".to_owned()];
-        assert!(replay_arguments(&command, &dir).is_none(), "the worker has not said it has libtorch");
+        assert!(replay_arguments(&dir).is_empty(), "the worker has not said it has libtorch");
         std::fs::write(dir.join(crate::wire::worker::LIBTORCH_GLOBAL_MARKER), "").unwrap();
-        let (args, env) = replay_arguments(&command, &dir).unwrap();
-        assert!(args[1].starts_with("linker="));
-        assert_eq!(env.0, LINKER_ENV);
-        let own = vec!["rustc".to_owned(), "-C".to_owned(), "linker=clang".to_owned()];
-        assert!(replay_arguments(&own, &dir).is_none(), "a linker of the user's stays");
+        let args = replay_arguments(&dir);
+        assert_eq!(args[0], "-L");
+        let folder = PathBuf::from(args[1].strip_prefix("native=").unwrap());
+        for name in LEFT_OUT {
+            assert_eq!(std::fs::read_to_string(folder.join(format!("lib{name}.so"))).unwrap(), STUB_TEXT);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The linker rustc uses accepts a stand-in and leaves the symbol for the loader.
+    #[test]
+    fn the_linker_takes_an_empty_script_for_a_library() {
+        let dir = std::env::temp_dir().join(format!("torchbook-link-script-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("libtorch_cpu.so"), STUB_TEXT).unwrap();
+        std::fs::write(dir.join("cell.c"), "extern int at_ones(void);\nint cell(void) { return at_ones(); }\n").unwrap();
+        let status = std::process::Command::new("cc")
+            .current_dir(&dir)
+            .args(["-shared", "-fPIC", "-o", "libcell.so", "cell.c", "-L.", "-ltorch_cpu"])
+            .status()
+            .unwrap();
+        assert!(status.success());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -21,6 +21,7 @@ pub mod rust_src;
 pub mod session;
 pub mod spare;
 pub mod type_probe;
+pub mod variable_store;
 
 use crate::wire::cell_error::CellError;
 use crate::trace::trace;
