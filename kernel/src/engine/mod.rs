@@ -488,7 +488,9 @@ fn prepare_prelude(events: &UnboundedSender<EngineEvent>) -> Option<PreludeConfi
 fn build_prelude_in_subprocess(events: &UnboundedSender<EngineEvent>) -> Result<(), String> {
     use std::io::BufRead;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    rust_src::wide_view_for(&mut command);
+    let mut child = command
         .arg("build-prelude")
         .env_remove("EVCXR_TMPDIR")
         .stdin(std::process::Stdio::null())

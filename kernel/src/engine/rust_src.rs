@@ -68,6 +68,18 @@ pub fn widen() -> bool {
     true
 }
 
+/// Gives a child process that runs evcxr on its own (`build-prelude`, whose probe cell gets its
+/// type from rust-analyzer) the wide view, whatever this process's view is now: the lean one
+/// would leave rust-analyzer without the dependencies, and the probe without a type.
+pub fn wide_view_for(command: &mut std::process::Command) {
+    command.env_remove(VIEW_ENV);
+    match WIDE_SOURCES.get() {
+        Some(Some(path)) => command.env("RUST_SRC_PATH", path),
+        Some(None) => command.env_remove("RUST_SRC_PATH"),
+        None => command,
+    };
+}
+
 /// Back to the lean view (`:clear`: evcxr forgets the dependencies, the prelude comes again).
 pub fn narrow() {
     if WIDENED.swap(false, Ordering::Relaxed) {
