@@ -44,6 +44,18 @@ fn glob_match(pattern: &[char], text: &[char]) -> bool {
     }
 }
 
+/// True when the store's last byte is not a line end (a write cut short).
+fn ends_torn(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let length = file.metadata()?.len();
+    if length == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, length - 1)?;
+    Ok(last[0] != b'\n')
+}
+
 impl History {
     /// Loads earlier sessions from the store and starts a new session after them.
     pub fn open() -> Self {
@@ -53,8 +65,9 @@ impl History {
     pub fn open_at(path: Option<PathBuf>) -> Self {
         let entries: Vec<Entry> = path
             .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .map(|text| text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+            .and_then(|p| std::fs::read(p).ok())
+            // A line torn by a crash may end inside a character: the other lines still count.
+            .map(|bytes| String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
             .unwrap_or_default();
         let session = entries.iter().map(|e| e.session).max().unwrap_or(0) + 1;
         History { session, entries, path }
@@ -72,8 +85,12 @@ impl History {
                 if let Some(dir) = path.parent() {
                     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
                 }
-                let mut file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-                let mut line = serde_json::to_string(&entry).expect("entry serialises");
+                let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).mode(0o600).open(path)?;
+                // A kernel killed mid-write leaves a line without its end; ending it first keeps
+                // this entry from being glued to it (and lost with it). One write per entry:
+                // appends from kernels running at once do not interleave.
+                let mut line = if ends_torn(&file)? { "\n".to_owned() } else { String::new() };
+                line.push_str(&serde_json::to_string(&entry).expect("entry serialises"));
                 line.push('\n');
                 file.write_all(line.as_bytes())
             })();
@@ -169,6 +186,23 @@ mod tests {
         previous.start = 2;
         previous.output = true;
         assert_eq!(second.query(&previous), vec![json!([1, 2, ["a + 1", "2"]])]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_line_torn_by_a_crash_costs_only_itself() {
+        let path = std::env::temp_dir().join(format!("tb-history-torn-{}.jsonl", uuid::Uuid::new_v4()));
+        History::open_at(Some(path.clone())).record(1, "let kept = 1;", None);
+        // A kernel killed in the middle of writing "é": the line and the character are cut.
+        let mut torn = std::fs::read(&path).unwrap();
+        torn.extend_from_slice(b"{\"session\":1,\"line\":2,\"input\":\"\xc3");
+        std::fs::write(&path, torn).unwrap();
+        let mut next = History::open_at(Some(path.clone()));
+        assert_eq!(next.entries.len(), 1, "the whole lines are read");
+        next.record(1, "kept + 1", None);
+        let reopened = History::open_at(Some(path.clone()));
+        let inputs: Vec<&str> = reopened.entries.iter().map(|e| e.input.as_str()).collect();
+        assert_eq!(inputs, ["let kept = 1;", "kept + 1"]);
         std::fs::remove_file(path).unwrap();
     }
 

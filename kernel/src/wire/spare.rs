@@ -200,10 +200,6 @@ pub fn try_lock(path: &Path) -> std::io::Result<Option<File>> {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
     #[test]
     fn only_one_process_holds_a_spare_lock() {
         let dir = std::env::temp_dir().join(format!("torchbook-lock-test-{}", std::process::id()));
