@@ -191,6 +191,30 @@ for _ in 0..100_000 { println!("{line}"); }"#;
     assert_eq!(reply["status"], "ok");
 });
 
+kernel_test!(heartbeat_and_control_answer_throughout_100_mb_of_output, async {
+    let mut k = TestKernel::start_with_env(&[("TORCHBOOK_MAX_OUTPUT_BYTES", "1000000")]).await;
+    k.execute("1").await; // the engine is warm: the cell below starts at once
+    // 100 MB in ten bursts, a pause after each, so the pings below land while it runs.
+    let code = r#"let line = "x".repeat(999);
+for i in 0..100_000 { println!("{line}"); if i % 10_000 == 9_999 { std::thread::sleep(std::time::Duration::from_millis(250)); } }"#;
+    let id = k.send_shell("execute_request", serde_json::json!({"code": code})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    for round in 0..8u8 {
+        let asked = std::time::Instant::now();
+        let payload = [b'p', round];
+        assert_eq!(k.ping(&payload).await, payload, "heartbeat, round {round}");
+        k.send_control("kernel_info_request", serde_json::json!({})).await;
+        assert_eq!(k.control_reply().await.header.msg_type, "kernel_info_reply");
+        assert!(asked.elapsed() < std::time::Duration::from_secs(2), "round {round} answered in {:?}", asked.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let iopub = k.iopub_until_idle(&id).await;
+    let reply = k.shell_reply().await.content.to_value();
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert!(stream_text(&iopub, "stdout").len() <= 1_000_000);
+    assert!(stream_text(&iopub, "stderr").contains("MB of output from this cell were not shown"));
+});
+
 kernel_test!(fit_shows_live_progress_then_a_final_render, async {
     let mut k = TestKernel::start_with_prelude().await;
     let code = r#"let xs = Tensor::randn(&[256, 2], (Kind::Float, Device::Cpu));
