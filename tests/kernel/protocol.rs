@@ -109,6 +109,23 @@ kernel_test!(heartbeat_and_control_answer_while_a_cell_runs, async {
     assert_eq!(reply.content.to_value()["status"], "ok");
 });
 
+kernel_test!(a_client_that_reconnects_mid_cell_gets_the_next_cells_output, async {
+    let mut k = TestKernel::start().await;
+    k.execute("1").await;
+    let away = k
+        .send_shell("execute_request", json!({"code": "std::thread::sleep(std::time::Duration::from_secs(2));\nprintln!(\"while away\");"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    k.reconnect().await;
+    // The next cell queues behind the one that is running, and its output reaches the new client.
+    let (reply, iopub) = k.execute("println!(\"after\");\n6 * 7").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(support::stream_text(&iopub, "stdout"), "after\n");
+    assert_eq!(support::result_text(&iopub), "42");
+    assert_eq!(reply["execution_count"], 3, "the cell run while away counted: {reply}");
+    let _ = away;
+});
+
 kernel_test!(two_iopub_subscribers_both_see_output, async {
     let mut k = TestKernel::start().await;
     let mut second = SubSocket::new();

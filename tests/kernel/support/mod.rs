@@ -345,6 +345,30 @@ impl TestKernel {
         (reply.content.to_value(), messages)
     }
 
+    /// Drops this client's shell, stdin and iopub sockets and connects new ones under a new
+    /// identity, as a frontend does after losing its connection (a closed laptop, a restarted
+    /// Jupyter server). Returns once the new iopub subscription is in place.
+    pub async fn reconnect(&mut self) {
+        let identity = uuid::Uuid::new_v4().simple().to_string();
+        let with_identity = || {
+            let mut options = SocketOptions::default();
+            options.peer_identity(PeerIdentity::try_from(identity.as_bytes().to_vec()).unwrap());
+            DealerSocket::with_options(options)
+        };
+        let endpoint = |channel: u16| format!("{}{channel}", self.endpoint_base);
+        let (mut shell, mut stdin, mut iopub) = (with_identity(), with_identity(), SubSocket::new());
+        shell.connect(&endpoint(1)).await.unwrap();
+        stdin.connect(&endpoint(3)).await.unwrap();
+        iopub.connect(&endpoint(2)).await.unwrap();
+        iopub.subscribe("").await.unwrap();
+        // The old sockets close here.
+        self.shell = shell;
+        self.stdin = stdin;
+        self.iopub = iopub;
+        let welcome = self.next_iopub().await;
+        assert_eq!(welcome.header.msg_type, "iopub_welcome", "the new subscription is welcomed");
+    }
+
     pub async fn ping(&mut self, payload: &[u8]) -> Vec<u8> {
         let ping = ZmqMessage::from(Bytes::copy_from_slice(payload));
         self.heartbeat.send(ping).await.unwrap();
