@@ -44,6 +44,10 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 /// it rearranges the standard descriptors.
 pub fn run() -> i32 {
     crate::trace::IN_ENGINE.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The kernel put its first engine's folder on the loader's path; an engine started after
+    // one died has a folder of its own (`WorkDir::engine_folder`), whose worker must find the
+    // prelude's shared library there.
+    crate::prelude::prepare_library_path();
     rust_src::start_view();
     let (requests_in, protocol) = take_standard_streams();
     serve(Connection::Kernel {
