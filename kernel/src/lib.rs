@@ -26,13 +26,22 @@
 //! assert_eq!(decoded.message.header.msg_type, "kernel_info_request");
 //! ```
 
+// Without the `engine` feature (on by default) only the parsers are built: `protocol`, the
+// `wire` records and `kernel::is_complete` (what the fuzz targets in `fuzz/` exercise).
+#[cfg(feature = "engine")]
 pub mod engine;
+#[cfg(feature = "engine")]
 pub mod install;
 pub mod kernel;
+#[cfg(feature = "engine")]
 pub mod prelude;
+#[cfg(feature = "engine")]
 pub mod process_watch;
 pub mod protocol;
+#[cfg(feature = "engine")]
 pub mod trace;
 pub mod wire;
+#[cfg(feature = "engine")]
 pub mod workdir;
+#[cfg(feature = "engine")]
 pub mod worker;

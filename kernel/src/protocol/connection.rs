@@ -64,9 +64,14 @@ impl ConnectionInfo {
             path: path.display().to_string(),
             source,
         })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates a connection file's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConnectionError> {
         let info: ConnectionInfo =
-            serde_json::from_str(&text).map_err(|source| ConnectionError::Parse {
-                path: path.display().to_string(),
+            serde_json::from_str(text).map_err(|source| ConnectionError::Parse {
+                path: path.to_owned(),
                 source,
             })?;
         info.validate()?;
