@@ -1,0 +1,1 @@
+let c = '\u{1F600}'; let b = b'x'; let l = 'a;

@@ -1,0 +1,2 @@
+:dep rand = "0.8"
+:vars

@@ -1,0 +1,1 @@
+/* outer /* nested */ still open

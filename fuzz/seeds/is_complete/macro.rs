@@ -1,0 +1,2 @@
+macro_rules! m { ($x:expr) => { $x + 1 }; }
+m!(2)

@@ -1,0 +1,2 @@
+let t = Tensor::randn([2, 3], (Kind::Float, Device::Cpu));
+t.sum(Kind::Float)
