@@ -84,6 +84,21 @@ mod tests {
         let request: ToEngine = serde_json::from_str(r#"{"type":"input_reply","value":null}"#).unwrap();
         assert!(matches!(request, ToEngine::InputReply { value: None }));
     }
+
+    /// Found by fuzzing (fuzz/regressions/engine_records/float_last_digit): serde_json's default
+    /// float parser read these one unit in the last place off, so a number in display data
+    /// changed on each hop to the frontend (fixed with its `float_roundtrip` feature).
+    #[test]
+    fn numbers_keep_their_last_digit() {
+        let line = r#"{"type":"record","record":{"type":"result","data":{"application/json":[5.555555555555555e+122,0.30000000000000004,1.2345678901234567e-300]}}}"#;
+        let event: FromEngine = serde_json::from_str(line).unwrap();
+        let mut out = Vec::new();
+        write_line(&mut out, &event).unwrap();
+        let again: FromEngine = serde_json::from_str(std::str::from_utf8(&out).unwrap()).unwrap();
+        let FromEngine::Record { record: Record::Result { data, .. } } = again else { panic!("{again:?}") };
+        let numbers: Vec<f64> = data["application/json"].as_array().unwrap().iter().map(|n| n.as_f64().unwrap()).collect();
+        assert_eq!(numbers, [5.555555555555555e+122, 0.30000000000000004, 1.2345678901234567e-300]);
+    }
 }
 
 /// What a cell produced once it finished: its value by MIME type, or an error for the user.
