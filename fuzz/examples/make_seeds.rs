@@ -220,11 +220,12 @@ fn idx_seeds(seeds: &Seeds) {
 }
 
 fn csv_seeds(seeds: &Seeds) {
-    // `csv` target input: the first line is the target column's name, the rest the file.
-    seeds.write("csv", "comma", "label\nx1,x2,label\n1.0,2.5,0\n-3,4e-2,1\n0.5,0.25,2\n");
-    seeds.write("csv", "semicolon", "species\nsepal;petal;species\n5.1;1.4;0\n7.0;4.7;1\n");
-    seeds.write("csv", "quoted", "y\n\"a\",\"y\"\n\"1\",\"2\"\n");
-    seeds.write("csv", "crlf", "t\r\nt,a\r\n1,2\r\n3,4\r\n");
+    // `csv` target input: the delimiter byte, the target column's name and a newline, the file.
+    seeds.write("csv", "comma", ",label\nx1,x2,label\n1.0,2.5,0\n-3,4e-2,1\n0.5,0.25,2\n");
+    seeds.write("csv", "semicolon", ";species\nsepal;petal;species\n5.1;1.4;0\n\n7.0;4.7;1\n");
+    seeds.write("csv", "quoted", ",y\n\"a\",\"y\"\n\"1\",\" 2.5\"\n");
+    seeds.write("csv", "crlf", "\tt\r\nt\ta\r\n1\t2\r\n3\t-4\r\n");
+    seeds.write("csv", "target_only", ",t\nt\n1\n2\n");
 }
 
 /// A gettext `.mo` file: magic, revision, count, original and translation tables, strings.
@@ -276,11 +277,17 @@ fn image_seeds(seeds: &Seeds) {
         image(&mut out, format);
         out.into_inner()
     };
-    seeds.write("image", "rgb.png", encode(&|o, f| rgb.write_to(o, f).unwrap(), ImageFormat::Png));
-    seeds.write("image", "gray.png", encode(&|o, f| gray.write_to(o, f).unwrap(), ImageFormat::Png));
-    seeds.write("image", "rgba.png", encode(&|o, f| rgba.write_to(o, f).unwrap(), ImageFormat::Png));
-    seeds.write("image", "rgb.jpg", encode(&|o, f| rgb.write_to(o, f).unwrap(), ImageFormat::Jpeg));
-    seeds.write("image", "gray.jpg", encode(&|o, f| gray.write_to(o, f).unwrap(), ImageFormat::Jpeg));
+    // `image` target input: height and width bytes (1 + b % 32 each), then the file.
+    let write = |name: &str, size: [u8; 2], format, encoder: &dyn Fn(&mut std::io::Cursor<Vec<u8>>, ImageFormat)| {
+        let mut bytes = size.to_vec();
+        bytes.extend(encode(encoder, format));
+        seeds.write("image", name, bytes);
+    };
+    write("rgb.png", [6, 4], ImageFormat::Png, &|o, f| rgb.write_to(o, f).unwrap());
+    write("gray.png", [2, 2], ImageFormat::Png, &|o, f| gray.write_to(o, f).unwrap());
+    write("rgba.png", [0, 0], ImageFormat::Png, &|o, f| rgba.write_to(o, f).unwrap());
+    write("rgb.jpg", [3, 7], ImageFormat::Jpeg, &|o, f| rgb.write_to(o, f).unwrap());
+    write("gray.jpg", [31, 31], ImageFormat::Jpeg, &|o, f| gray.write_to(o, f).unwrap());
 }
 
 fn main() {
