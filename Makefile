@@ -28,7 +28,8 @@ PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv data evcxr kernelspec demo gpu test test-rust test-python test-prelude-cold bench bench-latency bench-fit clean-cache
+.PHONY: all build libtorch venv data evcxr kernelspec demo gpu test test-rust test-python test-prelude-cold bench bench-latency bench-fit clean-cache \
+  cargo-fuzz fuzz-build test-fuzz fuzz-long
 
 all: build
 
@@ -79,7 +80,7 @@ demo: kernelspec
 	@echo "Rendered notebooks: $$(ls build/examples/*.html)"
 	@echo "Metrics: $$(cat build/metrics/*.json)"
 
-test: test-prelude-cold test-rust test-python
+test: test-prelude-cold test-rust test-python test-fuzz
 
 # The prelude built from nothing into an empty cache by a kernel's first cell, as for a user whose
 # kernel starts before any `torchbook install` built it, under a time limit (a hang fails instead
@@ -145,3 +146,54 @@ bench-fit: build $(TORCH_VENV)/.complete
 
 clean-cache:
 	rm -rf $(CACHE)
+
+# Fuzzing (docs/FUZZING.md): cargo-fuzz with libFuzzer on the stable toolchain (no sanitizer,
+# `-s none`; debug assertions and overflow checks on, `-a`), in its own target dir keyed by rustc.
+# `test-fuzz` (in `make test`) runs every target over its seeds and regressions, then a short
+# bounded run; `fuzz-long` runs 1,000,000 inputs per target, one target at a time. Found inputs
+# go to fuzz/corpus/<target>, crashes to fuzz/artifacts/<target>; logs to build/fuzz/.
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ_HOME := $(CACHE)/cargo-fuzz-$(CARGO_FUZZ_VERSION)
+CARGO_FUZZ := $(CARGO_FUZZ_HOME)/bin/cargo-fuzz
+FUZZ_TARGET_DIR := $(CACHE)/fuzz-target-$(RUSTC_KEY)
+FUZZ_FLAGS := -s none -a --features runtime --target-dir $(FUZZ_TARGET_DIR)
+FUZZ_TARGETS := wire_frames connection_file engine_records side_channel question_mark is_complete idx csv mo image
+FUZZ_SHORT := -runs=20000 -max_total_time=20
+FUZZ_LONG := -runs=1000000
+
+$(CARGO_FUZZ_HOME)/.complete:
+	rm -rf $(CARGO_FUZZ_HOME) $(CARGO_FUZZ_HOME).partial
+	dir=$$(mktemp -d); CARGO_TARGET_DIR=$$dir cargo install --locked --quiet cargo-fuzz \
+	  --version $(CARGO_FUZZ_VERSION) --root $(CARGO_FUZZ_HOME).partial; code=$$?; rm -rf $$dir; exit $$code
+	mv $(CARGO_FUZZ_HOME).partial $(CARGO_FUZZ_HOME)
+	touch $@
+
+cargo-fuzz: $(CARGO_FUZZ_HOME)/.complete
+
+# `cargo fetch --locked` fails if fuzz/Cargo.lock is out of date (cargo-fuzz has no --locked).
+fuzz-build: cargo-fuzz libtorch
+	cargo fetch --locked --quiet --manifest-path fuzz/Cargo.toml
+	$(CARGO_FUZZ) fuzz build $(FUZZ_FLAGS)
+
+# $(call fuzz-run,<name>,<libFuzzer options>): each target in turn over its corpus, seeds and
+# regressions (all read first, every time); one line per target (runs, seconds, exec/s) in
+# build/fuzz/<name>.txt, or the end of its log (with the crash input's path) on a failure.
+define fuzz-run
+	@mkdir -p build/fuzz; rm -f build/fuzz/$(1).txt; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; regressions=$$(test -d fuzz/regressions/$$t && echo fuzz/regressions/$$t); \
+	  start=$$(date +%s.%N); \
+	  if ! $(CARGO_FUZZ) fuzz run $(FUZZ_FLAGS) $$t fuzz/corpus/$$t fuzz/seeds/$$t $$regressions -- \
+	      $(2) -timeout=30 -print_final_stats=1 > build/fuzz/$(1)-$$t.log 2>&1; then \
+	    tail -c 6000 build/fuzz/$(1)-$$t.log; echo "fuzz target $$t failed (log: build/fuzz/$(1)-$$t.log)"; exit 1; fi; \
+	  runs=$$(grep -a '^stat::number_of_executed_units:' build/fuzz/$(1)-$$t.log | awk '{print $$2}'); \
+	  awk -v t=$$t -v r=$$runs -v s=$$start -v e=$$(date +%s.%N) \
+	    'BEGIN { printf "%-16s %9d runs %8.1f s %9.0f exec/s\n", t, r, e - s, r / (e - s) }' \
+	    | tee -a build/fuzz/$(1).txt; \
+	done
+endef
+
+test-fuzz: fuzz-build
+	$(call fuzz-run,short,$(FUZZ_SHORT))
+
+fuzz-long: fuzz-build
+	$(call fuzz-run,long,$(FUZZ_LONG))
