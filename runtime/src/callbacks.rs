@@ -138,11 +138,13 @@ impl Callback for EarlyStopping {
 }
 
 /// Saves the weights (safetensors) after epochs; with `save_best_only`, only when `monitor`
-/// improved. `{epoch}` in the path is replaced by the epoch number.
+/// improved. `{epoch}` in the path is replaced by the epoch number. With `.encrypted(&key)`
+/// every file is sealed (age) before it is written.
 pub struct ModelCheckpoint {
     pub path: PathBuf,
     pub monitor: String,
     pub save_best_only: bool,
+    key: Option<crate::secure::Key>,
     best: Option<f64>,
     /// Files written so far.
     pub saved: Vec<PathBuf>,
@@ -154,9 +156,17 @@ impl ModelCheckpoint {
             path: path.into(),
             monitor: "val_loss".into(),
             save_best_only: false,
+            key: None,
             best: None,
             saved: Vec::new(),
         }
+    }
+
+    /// Seals every checkpoint with `key` (read them back with
+    /// `model.load_weights(secure::encrypted(path, &key))`).
+    pub fn encrypted(mut self, key: &crate::secure::Key) -> Self {
+        self.key = Some(key.clone());
+        self
     }
 
     pub fn save_best_only(mut self, monitor: &str) -> Self {
@@ -178,7 +188,11 @@ impl Callback for ModelCheckpoint {
             self.best = Some(value);
         }
         let path = PathBuf::from(self.path.to_string_lossy().replace("{epoch}", &log.epoch.to_string()));
-        crate::checkpoint::save_weights(ctx.var_store, &path)?;
+        let file = crate::secure::DataPath {
+            path: path.clone(),
+            key: self.key.clone(),
+        };
+        crate::checkpoint::save_weights(ctx.var_store, &file)?;
         self.saved.push(path);
         Ok(())
     }

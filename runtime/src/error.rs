@@ -38,6 +38,10 @@ pub enum Error {
         expected: String,
         found: String,
     },
+    /// An encrypted file could not be sealed or opened: wrong key, truncated, tampered, or
+    /// encrypted where plain data was expected (and the reverse).
+    #[error("{path}: {message}")]
+    Crypto { path: PathBuf, message: String },
     /// The API was used in the wrong order or with impossible settings.
     #[error("{0}")]
     Usage(String),
@@ -56,6 +60,13 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub(crate) fn crypto(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Crypto {
+            path: path.into(),
+            message: message.into(),
         }
     }
 

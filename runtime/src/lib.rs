@@ -36,6 +36,7 @@ pub mod progress;
 pub mod report;
 pub mod render;
 mod rng;
+pub mod secure;
 pub mod tokenizer;
 pub mod tune;
 
@@ -73,6 +74,7 @@ pub mod prelude {
     pub use crate::detection::{self, Detection, GridSpec};
     pub use crate::tokenizer::Tokenizer;
     pub use crate::tune;
+    pub use crate::secure;
     pub use tch::{self, nn, no_grad, manual_seed, Device, Kind, Tensor};
     // tch's own shorthands for `(Kind, Device)`, as in tch's examples: `Tensor::randn(&[3, 3], FLOAT_CPU)`.
     pub use tch::kind::{DOUBLE_CPU, FLOAT_CPU, INT64_CPU};

@@ -13,9 +13,9 @@ use crate::loss::Loss;
 use crate::metrics::{Metric, MetricSet};
 use crate::optim::Optimizer;
 use crate::progress::{BatchState, Progress, Verbosity};
+use crate::secure::IntoDataPath;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 use torchbook_display::{html_escape, MimeBundle, Render};
@@ -321,28 +321,29 @@ impl Model {
         Ok(history)
     }
 
-    /// Saves the weights to a `.safetensors` file.
-    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
-        checkpoint::save_weights(&self.vs, path.as_ref())
+    /// Saves the weights to a `.safetensors` file (sealed when given
+    /// `secure::encrypted(path, &key)`).
+    pub fn save_weights(&self, path: impl IntoDataPath) -> Result<()> {
+        checkpoint::save_weights(&self.vs, &path.into_data_path())
     }
 
     /// Loads weights saved by `save_weights`; a file for another shape of model is refused
     /// with the name of the first mismatched tensor, and the model is left unchanged.
-    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        checkpoint::load_weights(&self.vs, path.as_ref())
+    pub fn load_weights(&mut self, path: impl IntoDataPath) -> Result<()> {
+        checkpoint::load_weights(&self.vs, &path.into_data_path())
     }
 
     /// Saves weights, optimizer state and the epoch count.
-    pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
+    pub fn save_checkpoint(&self, path: impl IntoDataPath) -> Result<()> {
         let compiled = self.compiled()?;
-        checkpoint::save_checkpoint(&self.vs, &compiled.optimizer, self.epochs_trained, path.as_ref())
+        checkpoint::save_checkpoint(&self.vs, &compiled.optimizer, self.epochs_trained, &path.into_data_path())
     }
 
     /// Restores a checkpoint saved by `save_checkpoint` (compile first with the same optimizer
     /// kind); returns the epoch it was saved at, from which `fit` continues counting.
-    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<usize> {
+    pub fn load_checkpoint(&mut self, path: impl IntoDataPath) -> Result<usize> {
         let compiled = self.compiled.as_mut().ok_or_else(|| Error::Usage("call model.compile(...) before load_checkpoint".into()))?;
-        let epoch = checkpoint::load_checkpoint(&self.vs, &mut compiled.optimizer, path.as_ref())?;
+        let epoch = checkpoint::load_checkpoint(&self.vs, &mut compiled.optimizer, &path.into_data_path())?;
         self.epochs_trained = epoch;
         Ok(epoch)
     }

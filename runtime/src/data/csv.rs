@@ -3,20 +3,34 @@
 
 use super::Dataset;
 use crate::error::{Error, Result};
+use crate::secure::IntoDataPath;
 use std::path::Path;
 use tch::Tensor;
 
 /// Loads `path` with `,` as the delimiter; see [`load_csv_with`].
-pub fn load_csv(path: impl AsRef<Path>, target: &str) -> Result<Dataset> {
+pub fn load_csv(path: impl IntoDataPath, target: &str) -> Result<Dataset> {
     load_csv_with(path, target, b',')
 }
 
 /// Loads a numeric CSV: every column but `target` becomes a feature `[n, columns - 1]`.
 /// A row with the wrong number of fields or a value that is not a number is an error naming
-/// the line and column.
-pub fn load_csv_with(path: impl AsRef<Path>, target: &str, delimiter: u8) -> Result<Dataset> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+/// the line and column. A file sealed with `secure::encrypted(path, &key)` is decrypted in
+/// memory.
+pub fn load_csv_with(path: impl IntoDataPath, target: &str, delimiter: u8) -> Result<Dataset> {
+    let file = path.into_data_path();
+    let text = file.read_to_string()?;
+    csv_from_text(&text, target, delimiter, &file.path)
+}
+
+/// CSV text already in memory, as [`load_csv_with`] reads it; errors name "(CSV text)".
+pub fn parse_csv(text: &str, target: &str, delimiter: u8) -> Result<Dataset> {
+    csv_from_text(text, target, delimiter, Path::new("(CSV text)"))
+}
+
+fn csv_from_text(text: &str, target: &str, delimiter: u8, path: &Path) -> Result<Dataset> {
+    if !delimiter.is_ascii() {
+        return Err(Error::Usage(format!("the CSV delimiter must be one ASCII character, found byte {delimiter:#04x}")));
+    }
     let sep = delimiter as char;
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let (_, header) = lines.next().ok_or_else(|| Error::parse(path, Some(1), "empty file: expected a header row"))?;

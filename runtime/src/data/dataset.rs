@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
+use crate::secure::IntoDataPath;
 use std::rc::Rc;
 use tch::{Device, Tensor};
 
@@ -58,6 +59,31 @@ impl std::fmt::Debug for Dataset {
 }
 
 impl Dataset {
+    /// Saves features and targets as one safetensors file (tensors `features` and `targets`,
+    /// readable by PyTorch's safetensors), replaced whole; sealed when given
+    /// `secure::encrypted(path, &key)`. Transforms are code and are not saved.
+    pub fn save(&self, path: impl IntoDataPath) -> Result<()> {
+        let named = [
+            ("features".to_owned(), self.features.shallow_clone()),
+            ("targets".to_owned(), self.targets.shallow_clone()),
+        ];
+        crate::checkpoint::write(&path.into_data_path(), &named)
+    }
+
+    /// Loads a dataset written by [`Dataset::save`] (on the CPU).
+    pub fn load(path: impl IntoDataPath) -> Result<Dataset> {
+        let file = path.into_data_path();
+        let mut named = crate::checkpoint::read(&file)?;
+        let mut take = |name: &str| {
+            named.remove(name).ok_or_else(|| {
+                Error::parse(&file.path, None, format!("not a saved Dataset: no tensor {name:?} (expected \"features\" and \"targets\")"))
+            })
+        };
+        let features = take("features")?;
+        let targets = take("targets")?;
+        Dataset::new(features, targets)
+    }
+
     /// Pairs features `[n, …]` with targets `[n, …]`.
     pub fn new(features: Tensor, targets: Tensor) -> Result<Self> {
         let (f, t) = (features.size(), targets.size());

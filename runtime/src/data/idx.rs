@@ -3,17 +3,19 @@
 
 use super::Dataset;
 use crate::error::{Error, Result};
-use std::path::Path;
+use crate::secure::IntoDataPath;
 use tch::{Kind, Tensor};
 
-/// Reads an IDX file (optionally gzip-free `.idx*-ubyte`) into a tensor of its own shape.
-pub fn load_idx(path: impl AsRef<Path>) -> Result<Tensor> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_idx(&bytes).map_err(|message| Error::parse(path, None, message))
+/// Reads an IDX file (uncompressed `.idx*-ubyte`, or one sealed with
+/// `secure::encrypted(path, &key)`) into a tensor of its own shape.
+pub fn load_idx(path: impl IntoDataPath) -> Result<Tensor> {
+    let file = path.into_data_path();
+    let bytes = file.read()?;
+    parse_idx(&bytes).map_err(|message| Error::parse(&file.path, None, message))
 }
 
-fn parse_idx(bytes: &[u8]) -> std::result::Result<Tensor, String> {
+/// An IDX file's bytes as a tensor; the message says what was wrong.
+pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Tensor, String> {
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err("not an IDX file (the first two bytes must be zero)".into());
     }
@@ -34,8 +36,11 @@ fn parse_idx(bytes: &[u8]) -> std::result::Result<Tensor, String> {
     let dims: Vec<i64> = (0..rank)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as i64)
         .collect();
-    let count: i64 = dims.iter().product();
-    let expected = count as usize * width;
+    // Dimensions come from the file: a product that overflows cannot match any real file.
+    let expected = dims
+        .iter()
+        .try_fold(width as usize, |total: usize, &d| total.checked_mul(d as usize))
+        .ok_or_else(|| format!("dimensions {dims:?} describe more data than can exist"))?;
     let data = &bytes[header..];
     if data.len() != expected {
         return Err(format!(
@@ -55,11 +60,12 @@ fn parse_idx(bytes: &[u8]) -> std::result::Result<Tensor, String> {
 }
 
 /// MNIST-style images and labels: images `[n, 1, rows, cols]` scaled to [0, 1], labels `Int64`.
-pub fn load_mnist(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Dataset> {
-    let x = load_idx(images.as_ref())?;
-    let y = load_idx(labels.as_ref())?;
+pub fn load_mnist(images: impl IntoDataPath, labels: impl IntoDataPath) -> Result<Dataset> {
+    let images = images.into_data_path();
+    let x = load_idx(&images)?;
+    let y = load_idx(labels)?;
     if x.dim() != 3 {
-        return Err(Error::shape(format!("{} (images)", images.as_ref().display()), "[n, rows, cols]", &x.size()));
+        return Err(Error::shape(format!("{} (images)", images.path.display()), "[n, rows, cols]", &x.size()));
     }
     let x = x.to_kind(Kind::Float).unsqueeze(1) / 255.0;
     Dataset::new(x, y.to_kind(Kind::Int64))
@@ -93,6 +99,9 @@ mod tests {
         let err = parse_idx(&idx(0x08, &[2, 2], &[1, 2, 3])).unwrap_err();
         assert!(err.contains("truncated data: expected 4 bytes"), "{err}");
         assert!(parse_idx(&idx(0x07, &[1], &[0])).unwrap_err().contains("0x07"));
+        // Dimensions whose product overflows are refused, not multiplied.
+        let err = parse_idx(&idx(0x0E, &[u32::MAX, u32::MAX, u32::MAX], &[])).unwrap_err();
+        assert!(err.contains("more data than can exist"), "{err}");
         assert!(parse_idx(&[0, 0, 8, 3, 0]).unwrap_err().contains("truncated header"));
     }
 }

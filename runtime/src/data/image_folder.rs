@@ -3,6 +3,7 @@
 
 use super::Dataset;
 use crate::error::{Error, Result};
+use crate::secure::{DataPath, IntoDataPath};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
@@ -17,9 +18,16 @@ pub struct ImageFolder {
 const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 
 /// Loads every image under `root/<class>/`; classes are the subfolder names in sorted order.
-/// A file that cannot be decoded is an error that names it.
-pub fn load_image_folder(root: impl AsRef<Path>, height: u32, width: u32) -> Result<ImageFolder> {
-    let root = root.as_ref();
+/// A file that cannot be decoded is an error that names it. With
+/// `secure::encrypted(root, &key)`, every image is sealed (`cat/001.png.age` or
+/// `cat/001.png`) and decrypted in memory.
+pub fn load_image_folder(root: impl IntoDataPath, height: u32, width: u32) -> Result<ImageFolder> {
+    if height == 0 || width == 0 {
+        return Err(Error::Usage(format!("images are resized to {height}×{width}: both sides must be at least 1")));
+    }
+    let root = root.into_data_path();
+    let key = root.key.clone();
+    let root = root.path.as_path();
     let mut classes: Vec<(String, PathBuf)> = std::fs::read_dir(root)
         .map_err(|e| Error::io(root, e))?
         .flatten()
@@ -38,23 +46,20 @@ pub fn load_image_folder(root: impl AsRef<Path>, height: u32, width: u32) -> Res
             .map_err(|e| Error::io(dir, e))?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .and_then(|x| x.to_str())
-                    .is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
-            })
+            .filter(|p| is_image_name(p, key.is_some()))
             .collect();
         images.sort();
         for path in images {
-            let image = image::open(&path).map_err(|e| Error::parse(&path, None, format!("cannot decode image: {e}")))?;
-            let rgb = image::imageops::resize(&image.to_rgb8(), width, height, image::imageops::FilterType::Triangle);
-            pixels.extend_from_slice(rgb.as_raw());
+            let bytes = DataPath { path: path.clone(), key: key.clone() }.read()?;
+            let rgb = decode_rgb(&bytes, height, width).map_err(|message| Error::parse(&path, None, message))?;
+            pixels.extend_from_slice(&rgb);
             labels.push(class as i64);
             files.push(path);
         }
     }
     if labels.is_empty() {
-        return Err(Error::parse(root, None, format!("no images with extensions {EXTENSIONS:?} in the class folders")));
+        let sealed = if key.is_some() { " (or those names + .age)" } else { "" };
+        return Err(Error::parse(root, None, format!("no images with extensions {EXTENSIONS:?}{sealed} in the class folders")));
     }
     let n = labels.len() as i64;
     let x = Tensor::from_slice(&pixels)
@@ -67,4 +72,31 @@ pub fn load_image_folder(root: impl AsRef<Path>, height: u32, width: u32) -> Res
         classes: classes.into_iter().map(|(name, _)| name).collect(),
         files,
     })
+}
+
+/// An image file's name: one of [`EXTENSIONS`], or (for sealed folders) such a name + `.age`.
+fn is_image_name(path: &Path, sealed: bool) -> bool {
+    let has_image_extension = |p: &Path| {
+        p.extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+    };
+    has_image_extension(path)
+        || (sealed && path.extension().is_some_and(|x| x == "age") && has_image_extension(&path.with_extension("")))
+}
+
+/// Decodes PNG/JPEG/BMP bytes (format from the content) and resizes to `height`×`width` RGB.
+fn decode_rgb(bytes: &[u8], height: u32, width: u32) -> std::result::Result<Vec<u8>, String> {
+    let image = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
+    Ok(image::imageops::resize(&image.to_rgb8(), width, height, image::imageops::FilterType::Triangle).into_raw())
+}
+
+/// One image's bytes as a `[3, height, width]` tensor in [0, 1], as [`load_image_folder`]
+/// decodes each file.
+pub fn decode_image(bytes: &[u8], height: u32, width: u32) -> std::result::Result<Tensor, String> {
+    if height == 0 || width == 0 {
+        return Err(format!("cannot resize to {height}×{width}"));
+    }
+    let rgb = decode_rgb(bytes, height, width)?;
+    Ok(Tensor::from_slice(&rgb).reshape([height as i64, width as i64, 3]).permute([2, 0, 1]).to_kind(Kind::Float) / 255.0)
 }

@@ -2,8 +2,8 @@
 //! one example per file. Tokenising into tensors is the job of a vocabulary (`text::Vocab`).
 
 use crate::error::{Error, Result};
+use crate::secure::{DataPath, IntoDataPath};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Texts with class ids; `classes[id]` is the label's name.
 #[derive(Debug, Clone, Default)]
@@ -38,9 +38,11 @@ impl TextDataset {
 
 /// One example per line: `label<TAB>text`. Empty lines are skipped; a line without a tab is an
 /// error naming its line number.
-pub fn load_text_lines(path: impl AsRef<Path>) -> Result<TextDataset> {
-    let path = path.as_ref();
-    let content = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+/// A sealed file (`secure::encrypted(path, &key)`) is decrypted in memory.
+pub fn load_text_lines(path: impl IntoDataPath) -> Result<TextDataset> {
+    let file = path.into_data_path();
+    let content = file.read_to_string()?;
+    let path = file.path.as_path();
     let mut pairs = Vec::new();
     for (i, line) in content.lines().enumerate() {
         if line.trim().is_empty() {
@@ -61,9 +63,12 @@ pub fn load_text_lines(path: impl AsRef<Path>) -> Result<TextDataset> {
 }
 
 /// A folder per class, each file one example (`root/positive/001.txt`, …). Files that are not
-/// UTF-8 are an error naming the file.
-pub fn load_text_folder(root: impl AsRef<Path>) -> Result<TextDataset> {
-    let root = root.as_ref();
+/// UTF-8 are an error naming the file. With `secure::encrypted(root, &key)`, every file is
+/// sealed and decrypted in memory.
+pub fn load_text_folder(root: impl IntoDataPath) -> Result<TextDataset> {
+    let root = root.into_data_path();
+    let sealed = root.key.clone();
+    let root = root.path.as_path();
     let mut pairs = Vec::new();
     let mut dirs: Vec<_> = std::fs::read_dir(root).map_err(|e| Error::io(root, e))?.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
@@ -72,8 +77,7 @@ pub fn load_text_folder(root: impl AsRef<Path>) -> Result<TextDataset> {
         let mut files: Vec<_> = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
         files.sort();
         for file in files {
-            let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
-            let text = String::from_utf8(bytes).map_err(|_| Error::parse(&file, None, "not UTF-8 text"))?;
+            let text = DataPath { path: file, key: sealed.clone() }.read_to_string()?;
             pairs.push((label.clone(), text.trim().to_owned()));
         }
     }

@@ -6,7 +6,7 @@
 
 use super::data_file;
 use crate::error::{Error, Result};
-use std::path::Path;
+use crate::secure::IntoDataPath;
 
 /// Texts and their language labels.
 #[derive(Debug, Clone, Default)]
@@ -19,25 +19,42 @@ pub struct Catalogues {
 
 /// The translations (not the English originals) in one `.mo` file. Plural forms count as one
 /// message each; entries with a context keep only the translation.
-pub fn load_mo(path: impl AsRef<Path>) -> Result<Vec<String>> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |why: &str| Error::parse(path, None, format!("not a gettext .mo file: {why}"));
+pub fn load_mo(path: impl IntoDataPath) -> Result<Vec<String>> {
+    let file = path.into_data_path();
+    let bytes = file.read()?;
+    parse_mo(&bytes).map_err(|why| Error::parse(&file.path, None, format!("not a gettext .mo file: {why}")))
+}
+
+/// The translations in a `.mo` file's bytes, as [`load_mo`] reads them.
+pub fn parse_mo(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
     let read = |at: usize, little: bool| -> Option<u32> {
-        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
         Some(if little { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
     };
     let little = match read(0, true) {
         Some(0x9504_12de) => true,
         Some(0xde12_0495) => false,
-        _ => return Err(bad("wrong magic number")),
+        _ => return Err("wrong magic number".into()),
     };
-    let field = |at: usize| read(at, little).ok_or_else(|| bad("truncated header")).map(|v| v as usize);
+    let field = |at: usize| read(at, little).ok_or("truncated header").map(|v| v as usize);
     let (count, translations) = (field(8)?, field(16)?);
+    // The count comes from the file: each entry needs 8 bytes of table, so a count beyond that
+    // is a damaged file, not a reason to reserve gigabytes.
+    if count > bytes.len() / 8 {
+        return Err(format!("the header claims {count} messages, more than a file of {} bytes can hold", bytes.len()));
+    }
     let mut messages = Vec::with_capacity(count);
+    // Entries may share bytes: without a bound, n bytes of file could expand to ~n²/8 bytes
+    // of messages (found by fuzzing). Real catalogues never overlap their translations.
+    let mut total = 0usize;
     for i in 0..count {
-        let (length, offset) = (field(translations + i * 8)?, field(translations + i * 8 + 4)?);
-        let raw = bytes.get(offset..offset + length).ok_or_else(|| bad("a message points outside the file"))?;
+        let entry = translations + i * 8;
+        let (length, offset) = (field(entry)?, field(entry + 4)?);
+        total += length;
+        if total > bytes.len() {
+            return Err("the messages add up to more than the file (entries share their bytes)".into());
+        }
+        let raw = bytes.get(offset..offset + length).ok_or("a message points outside the file")?;
         let text = String::from_utf8_lossy(raw);
         for form in text.split('\0').filter(|f| !f.is_empty()) {
             messages.push(form.to_owned());

@@ -7,7 +7,7 @@ mod catalogues;
 mod digits;
 mod shapes;
 
-pub use catalogues::{load_mo, message_catalogues, Catalogues};
+pub use catalogues::{load_mo, message_catalogues, parse_mo, Catalogues};
 pub use digits::digits;
 pub use shapes::{shapes, Shapes, ShapesConfig, SHAPE_CLASSES};
 
