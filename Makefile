@@ -28,7 +28,7 @@ PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv data evcxr kernelspec demo gpu test test-rust test-python test-prelude-cold bench bench-latency bench-fit clean-cache \
+.PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli test test-rust test-python test-prelude-cold bench bench-latency bench-fit clean-cache \
   cargo-fuzz fuzz-build test-fuzz fuzz-long
 
 all: build
@@ -98,7 +98,12 @@ test-prelude-cold: kernelspec
 	  echo "cold prelude build: $$(( $$(date +%s) - start )) s"; rm -rf $$dir; touch $$stamp; \
 	else code=$$?; rm -rf $$dir; echo "cold prelude build failed (exit $$code; 124: it hung past 30 min)"; exit 1; fi
 
-test-rust: kernelspec
+# The `age` command, for the tests that exchange encrypted files with it (Debian's package).
+age-cli:
+	@command -v age >/dev/null || { apt-get install -y -q age >/dev/null 2>&1 || sudo -n apt-get install -y -q age >/dev/null 2>&1; } \
+	  || { echo "cannot install Debian's age package (apt-get install age): the encryption tests need the age command"; exit 1; }
+
+test-rust: kernelspec age-cli
 	cargo test --$(PROFILE) --locked --workspace
 
 test-python: kernelspec
