@@ -26,7 +26,7 @@ impl WorkDir {
     /// 250–350 ms at 2, because each new cell's instantiations are codegenned afresh. Cell code
     /// is glue around the runtime and libtorch; a hot loop written in a cell runs slower.
     pub fn create() -> std::io::Result<WorkDir> {
-        let temp = std::env::temp_dir();
+        let temp = base_folder()?;
         let path = private_folder(&temp)?;
         if let Some(users) = std::env::var_os("EVCXR_TMPDIR") {
             install_cell_toolchain(&path);
@@ -73,6 +73,45 @@ impl WorkDir {
             let _ = std::fs::remove_dir_all(private);
         }
     }
+}
+
+/// Where kernel folders go: the system's temporary folder, unless a `Cargo.toml` that declares a
+/// workspace sits in it or above it. Cargo would then take evcxr's crate for a member of that
+/// workspace and refuse to build any cell ("current package believes it's in a workspace when
+/// it's not"); evcxr rewrites the crate's manifest, so the crate cannot declare itself a root.
+/// The fallbacks are `/var/tmp` and the torchbook cache; if all three are claimed, the error
+/// names the manifest to move.
+fn base_folder() -> std::io::Result<std::path::PathBuf> {
+    let temp = std::env::temp_dir();
+    let Some(claimed_by) = enclosing_workspace(&temp) else { return Ok(temp) };
+    let cache = crate::prelude::cache_root().join("kernels");
+    for fallback in [std::path::PathBuf::from("/var/tmp"), cache] {
+        if std::fs::create_dir_all(&fallback).is_ok() && enclosing_workspace(&fallback).is_none() {
+            eprintln!(
+                "torchbook: {} declares a cargo workspace above the temporary folder {}; kernel folders go to {}",
+                claimed_by.display(),
+                temp.display(),
+                fallback.display()
+            );
+            return Ok(fallback);
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{} declares a cargo workspace above the temporary folder {}, which would claim the cell crate: \
+         move it, or set TMPDIR to a folder outside it",
+        claimed_by.display(),
+        temp.display()
+    )))
+}
+
+/// The nearest `Cargo.toml` in `folder` or above it that has a `[workspace]` table, as cargo
+/// finds a workspace root; manifests of plain packages do not count.
+fn enclosing_workspace(folder: &std::path::Path) -> Option<std::path::PathBuf> {
+    folder.ancestors().map(|dir| dir.join("Cargo.toml")).find(|manifest| {
+        std::fs::read_to_string(manifest).is_ok_and(|text| {
+            text.lines().map(str::trim).any(|line| line == "[workspace]" || line.starts_with("[workspace."))
+        })
+    })
 }
 
 /// A new folder `torchbook-<pid>-<id>` in `temp` that only this user can read: cell sources
@@ -149,6 +188,20 @@ mod tests {
         super::remove_folders_of_dead_kernels(&temp);
         assert!(!gone.exists() && alive.exists() && other.exists());
         std::fs::remove_dir_all(temp).unwrap();
+    }
+
+    #[test]
+    fn a_workspace_manifest_above_is_found_and_a_package_manifest_is_not() {
+        let root = std::env::temp_dir().join(format!("torchbook-ws-test-{}", std::process::id()));
+        let inner = root.join("a/b");
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::write(root.join("a/Cargo.toml"), "[package]\nname = \"p\"\n").unwrap();
+        assert_eq!(super::enclosing_workspace(&inner), None);
+        std::fs::write(root.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+        assert_eq!(super::enclosing_workspace(&inner), Some(root.join("Cargo.toml")));
+        std::fs::write(root.join("a/Cargo.toml"), "[package]\nname = \"p\"\n[workspace.dependencies]\n").unwrap();
+        assert_eq!(super::enclosing_workspace(&inner), Some(root.join("a/Cargo.toml")));
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

@@ -345,3 +345,18 @@ kernel_test!(comm_open_to_an_unknown_target_is_closed, async {
     let info = k.shell_reply().await.content.to_value();
     assert_eq!(info["comms"], json!({}));
 });
+
+kernel_test!(cells_build_below_a_stray_cargo_workspace, async {
+    // A `Cargo.toml` with `[workspace]` above the temporary folder would make cargo refuse the
+    // cell crate; the kernel puts its folder elsewhere and says so in its log.
+    let dir = support::temp_dir();
+    std::fs::write(dir.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut k = TestKernel::start_with_env(&[("TORCHBOOK_PRELUDE", "0"), ("TMPDIR", tmp.to_str().unwrap())]).await;
+    let (reply, messages) = k.execute("6 * 7").await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(support::result_text(&messages), "42");
+    drop(k);
+    std::fs::remove_dir_all(dir).ok();
+});
