@@ -54,8 +54,17 @@ $(VENV)/.complete:
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# The papermill plug-in (python/papermill-torchbook), reinstalled when its files change.
+PAPERMILL_PLUGIN_KEY := $(shell find python/papermill-torchbook -type f -not -path '*/__pycache__/*' -not -path '*.egg-info/*' \
+  | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12)
+$(VENV)/.papermill-torchbook-$(PAPERMILL_PLUGIN_KEY): $(VENV)/.complete
+	dir=$$(mktemp -d); cp -r python/papermill-torchbook/. $$dir; \
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps $$dir; code=$$?; rm -rf $$dir; exit $$code
+	rm -f $(VENV)/.papermill-torchbook-*
+	touch $@
+
 # `.venv` in the project is the keyed venv in the cache.
-venv: $(VENV)/.complete
+venv: $(VENV)/.complete $(VENV)/.papermill-torchbook-$(PAPERMILL_PLUGIN_KEY)
 	ln -sfn $(VENV) .venv
 
 $(DATA)/.complete:

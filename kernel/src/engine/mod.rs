@@ -17,6 +17,7 @@ pub mod cell_build;
 pub mod cell_link;
 pub mod compile_error;
 pub mod final_value;
+pub mod parameters;
 pub mod rust_src;
 pub mod session;
 pub mod spare;

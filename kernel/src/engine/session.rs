@@ -3,7 +3,7 @@
 //! idle warm-up, `:clear`, inspection, and input requests to the frontend.
 
 use crate::engine::annotate::{self, Annotated};
-use crate::engine::{compile_error, rust_src, type_probe};
+use crate::engine::{compile_error, parameters, rust_src, type_probe};
 use crate::wire::cell_error::CellError;
 use crate::trace::trace;
 use crate::wire::engine::{CellOutcome, Completions, EngineEvent, Inspection};
@@ -249,6 +249,17 @@ impl Session {
         Inspection { hover, variable_type }
     }
 
+    /// papermill's injected parameters (`:param` lines), bound with the types the notebook
+    /// declared for them (see [`parameters`]).
+    fn bind_parameters(&mut self, code: &str, final_value: FinalValue) -> CellOutcome {
+        let declared: HashMap<String, String> =
+            self.context.variables_and_types().map(|(name, ty)| (name.to_owned(), real_type(ty))).collect();
+        match parameters::parse(code).and_then(|parsed| parameters::to_rust(&parsed, &declared)) {
+            Ok(bindings) => self.execute_cell(&bindings, final_value),
+            Err(error) => CellOutcome::Failed(CellError::parameter(&error.to_string())),
+        }
+    }
+
     pub(crate) fn execute_cell(&mut self, code: &str, final_value: FinalValue) -> CellOutcome {
         let variables: Vec<String> = self
             .context
@@ -257,6 +268,9 @@ impl Session {
             .collect();
         if code.trim() == ":clear" {
             return self.clear();
+        }
+        if parameters::is_parameter_cell(code) {
+            return self.bind_parameters(code, final_value);
         }
         let events = self.events.clone();
         let mut callbacks = evcxr::EvalCallbacks {

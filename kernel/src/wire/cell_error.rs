@@ -82,6 +82,15 @@ impl CellError {
         CellError::new(&ename, message, traceback)
     }
 
+    /// papermill's injected parameters could not be bound (see `engine::parameters`): nothing ran.
+    pub fn parameter(message: &str) -> Self {
+        let traceback = vec![
+            paint("31;1", "ParameterError:") + " " + message,
+            paint("2", "papermill's injected parameters were not bound, and nothing in this cell ran."),
+        ];
+        CellError::new("ParameterError", message, traceback)
+    }
+
     /// The worker process ended (killed, aborted, crashed, or called `exit`).
     pub fn worker_died(message: &str, lost: &[String]) -> Self {
         let lost_line = if lost.is_empty() {
