@@ -138,6 +138,11 @@ impl Link {
         id
     }
 
+    /// The running engine process's pid (our child or a spare we took), if one runs.
+    fn engine_pid(&self) -> Option<u32> {
+        self.process.lock().unwrap().as_ref().filter(|p| p.alive.load(Ordering::SeqCst)).map(|p| p.pid)
+    }
+
     /// Kills the engine process itself (a cell that even a killed worker did not end: evcxr or
     /// its analyser is stuck). Its reader then reports the cell as failed.
     fn kill_engine(&self) {
@@ -295,6 +300,11 @@ impl WorkerHandle {
             }
         });
         true
+    }
+
+    /// The engine process's pid, while one runs (for `usage_request`).
+    pub fn engine_pid(&self) -> Option<u32> {
+        self.link.engine_pid()
     }
 
     /// Changes whenever an interrupt is requested.

@@ -33,9 +33,12 @@ pub async fn serve(info: ConnectionInfo, engine_folder: EngineFolder) -> Result<
 
     let (mut control_in, control_out) =
         transport::router(sockets.control, signer.clone(), &session, "control");
+    let comms = crate::kernel::handlers::SharedComms::default();
     let mut control = ControlHandler {
         state: state.clone(),
         replier: control_out,
+        comms: comms.clone(),
+        usage: Default::default(),
     };
     tokio::spawn(async move {
         while let Some(request) = control_in.next().await {
@@ -57,7 +60,7 @@ pub async fn serve(info: ConnectionInfo, engine_folder: EngineFolder) -> Result<
         execution_count: 0,
         history: crate::kernel::history::History::open(),
         queued_behind_error: Default::default(),
-        comms: Default::default(),
+        comms,
     };
     tokio::spawn(async move {
         loop {

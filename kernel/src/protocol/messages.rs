@@ -102,6 +102,9 @@ pub struct KernelInfoReply {
     pub banner: String,
     pub help_links: Vec<HelpLink>,
     pub debugger: bool,
+    /// JEP 92's optional features this kernel implements (`debugger`, `kernel subshells`).
+    #[serde(default)]
+    pub supported_features: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -287,6 +290,28 @@ pub struct CommInfoReply {
     pub comms: Map<String, Value>,
 }
 
+/// `usage_request` (control channel): no content. Sent by jupyter-resource-usage, JupyterLab's
+/// resource indicator, every few seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct UsageRequest {}
+
+/// `usage_reply`, as ipykernel 7 answers it: the kernel's processes' CPU (percent of one core,
+/// summed, since the previous request) and memory (PSS bytes, summed), and the host's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageReply {
+    pub hostname: String,
+    pub pid: u32,
+    pub kernel_cpu: f64,
+    pub kernel_memory: u64,
+    /// Left out on the first request, as psutil's first `cpu_percent()` means nothing.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub host_cpu_percent: Option<f64>,
+    pub cpu_count: usize,
+    /// psutil's `virtual_memory()` fields: total, available, percent, used, free, active,
+    /// inactive, buffers, cached, shared, slab.
+    pub host_virtual_memory: Map<String, Value>,
+}
+
 /// `history_request`: tail, range or search (messaging spec).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryRequest {
@@ -386,6 +411,8 @@ contents! {
     InspectReply(InspectReply) => "inspect_reply",
     InputRequest(InputRequest) => "input_request",
     InputReply(InputReply) => "input_reply",
+    UsageRequest(UsageRequest) => "usage_request",
+    UsageReply(UsageReply) => "usage_reply",
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub fn kernel_info_reply() -> Content {
                 url: "https://github.com/evcxr/evcxr/blob/main/COMMON.md".to_owned(),
             },
         ],
+        // Neither of JEP 92's optional features (the debugger, subshells) is implemented.
         debugger: false,
+        supported_features: vec![],
     })
 }

@@ -12,7 +12,7 @@ mod plain_text;
 use crate::kernel::comms::CommAnswer;
 use crate::kernel::engine::{Engine, WorkerHandle};
 use crate::protocol::messages::{
-    CommInfoReply, ExecutionState, HistoryReply, InterruptReply, ReplyStatus, ShutdownReply, ShutdownRequest,
+    CommInfoReply, CommInfoRequest, ExecutionState, HistoryReply, InterruptReply, ReplyStatus, ShutdownReply, ShutdownRequest,
     Status,
 };
 use crate::protocol::{Content, WireMessage};
@@ -48,13 +48,19 @@ pub struct ShellHandler {
     /// Requests that were already queued when a cell failed with `stop_on_error`: their
     /// execute requests are answered `aborted` (the server loop takes these first).
     pub queued_behind_error: std::collections::VecDeque<WireMessage>,
-    pub comms: crate::kernel::comms::CommRegistry,
+    /// Shared with the control channel, which answers `comm_info_request` too.
+    pub comms: SharedComms,
 }
+
+/// The comm registry, used by the shell (opens, messages, closes) and control (info) handlers.
+pub type SharedComms = std::sync::Arc<std::sync::Mutex<crate::kernel::comms::CommRegistry>>;
 
 /// The control channel's handler: answered even while a cell runs.
 pub struct ControlHandler {
     pub state: KernelState,
     pub replier: Replier,
+    pub comms: SharedComms,
+    pub usage: crate::kernel::usage::UsageSampler,
 }
 
 fn status(state: &KernelState, request: &WireMessage, execution_state: ExecutionState) {
@@ -112,11 +118,7 @@ impl ShellHandler {
                 self.comm(&request, msg_type, content);
             }
             Content::CommInfoRequest(info) => {
-                let reply = CommInfoReply {
-                    status: ReplyStatus::Ok,
-                    comms: self.comms.info(info.target_name.as_deref()),
-                };
-                self.replier.reply(&request, Content::CommInfoReply(reply)).await;
+                self.replier.reply(&request, comm_info(&self.comms, info)).await;
             }
             Content::ShutdownRequest(shutdown) => {
                 shutdown_now(&self.state, &self.replier, &request, shutdown).await;
@@ -135,15 +137,15 @@ impl ShellHandler {
         let answer = match msg_type {
             "comm_open" => {
                 let target = content.get("target_name").and_then(|v| v.as_str()).unwrap_or_default();
-                let answer = self.comms.open(&comm_id, target, &data);
+                let answer = self.comms.lock().unwrap().open(&comm_id, target, &data);
                 if answer == CommAnswer::Close {
                     eprintln!("torchbook: no comm target {target:?}; closing comm {comm_id}");
                 }
                 answer
             }
-            "comm_msg" => self.comms.message(&comm_id, &data),
+            "comm_msg" => self.comms.lock().unwrap().message(&comm_id, &data),
             "comm_close" => {
-                self.comms.close(&comm_id);
+                self.comms.lock().unwrap().close(&comm_id);
                 CommAnswer::None
             }
             other => {
@@ -183,10 +185,24 @@ impl ControlHandler {
             Content::ShutdownRequest(shutdown) => {
                 shutdown_now(&self.state, &self.replier, &request, shutdown).await;
             }
+            Content::CommInfoRequest(info) => {
+                self.replier.reply(&request, comm_info(&self.comms, info)).await;
+            }
+            Content::UsageRequest(_) => {
+                let reply = self.usage.sample(self.state.worker.engine_pid());
+                self.replier.reply(&request, Content::UsageReply(reply)).await;
+            }
             other => not_supported(&self.replier, &request, other.msg_type(), "control").await,
         }
         status(&self.state, &request, ExecutionState::Idle);
     }
+}
+
+fn comm_info(comms: &SharedComms, request: &CommInfoRequest) -> Content {
+    Content::CommInfoReply(CommInfoReply {
+        status: ReplyStatus::Ok,
+        comms: comms.lock().unwrap().info(request.target_name.as_deref()),
+    })
 }
 
 async fn shutdown_now(
