@@ -29,7 +29,7 @@ BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
 .PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli test test-rust test-python test-prelude-cold bench bench-latency bench-fit clean-cache \
-  cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow
+  cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui
 
 all: build
 
@@ -89,7 +89,7 @@ demo: kernelspec
 	@echo "Rendered notebooks: $$(ls build/examples/*.html)"
 	@echo "Metrics: $$(cat build/metrics/*.json)"
 
-test: test-prelude-cold test-rust test-python test-fuzz
+test: test-prelude-cold test-rust test-python test-ui test-fuzz
 
 # The prelude built from nothing into an empty cache by a kernel's first cell, as for a user whose
 # kernel starts before any `torchbook install` built it, under a time limit (a hang fails instead
@@ -113,6 +113,18 @@ test-prelude-cold: kernelspec
 test-slow: kernelspec fuzz-long
 	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl \
 	  $(VENV)/bin/python -m pytest -q -s tests/slow
+
+# Chromium from Debian's package for the JupyterLab UI test; Playwright drives it and never
+# downloads a browser of its own.
+CHROMIUM := /usr/lib/chromium/chromium
+chromium:
+	@test -x $(CHROMIUM) || { apt-get install -y -q chromium >/dev/null 2>&1 || sudo -n apt-get install -y -q chromium >/dev/null 2>&1; } \
+	  || { echo "cannot install Debian's chromium package (apt-get install chromium): the JupyterLab UI test needs it"; exit 1; }
+
+# JupyterLab 4 in a real browser: one scripted session (tests/ui), screenshots in build/ui/.
+test-ui: kernelspec chromium
+	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl TORCHBOOK_SPARE_ENGINE=0 \
+	  CHROMIUM=$(CHROMIUM) PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(VENV)/bin/python -m pytest -q tests/ui
 
 # The `age` command, for the tests that exchange encrypted files with it (Debian's package).
 age-cli:

@@ -25,11 +25,13 @@
 pub mod atomic;
 mod bundle;
 mod channel;
+mod frontend;
 mod image;
 mod media;
 pub mod plot;
 
 pub use bundle::MimeBundle;
+pub use frontend::{frontend, Frontend};
 pub use channel::{clear_output, display, emit_result, output_mode, DisplayHandle, OutputMode};
 pub use image::{Image, ImageError};
 pub use media::{html_escape, Html, Jpeg, Json, Latex, Markdown, Png, Svg};

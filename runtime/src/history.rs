@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use torchbook_display::plot::{self, Line, Panels};
-use torchbook_display::{html_escape, MimeBundle, Render};
+use crate::table::Table;
+use torchbook_display::{frontend, html_escape, Frontend, MimeBundle, Render};
 
 /// The figures of one epoch.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +121,20 @@ impl History {
         plot::panels(charts)
     }
 
+    /// The epochs as a [`Table`]: epoch, each figure (NaN where an epoch lacks it), seconds and
+    /// samples/s. Under Zeppelin a `History` shows as this table, with Zeppelin's charts.
+    pub fn table(&self) -> Table {
+        let mut table = Table::new().column("epoch", self.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>());
+        for name in self.names() {
+            let values: Vec<f64> = self.epochs.iter().map(|e| e.get(&name).unwrap_or(f64::NAN)).collect();
+            table = table.and_then(|t| t.column(&name, values));
+        }
+        table
+            .and_then(|t| t.column("seconds", self.epochs.iter().map(|e| e.seconds).collect::<Vec<_>>()))
+            .and_then(|t| t.column("samples/s", self.epochs.iter().map(|e| e.samples_per_second.round()).collect::<Vec<_>>()))
+            .expect("one value per epoch in every column")
+    }
+
     /// The epochs as an HTML table.
     fn html_table(&self) -> String {
         let names = self.names();
@@ -149,6 +164,9 @@ impl Render for History {
         let text = if self.is_empty() { "History: no finished epochs".to_owned() } else { self.to_string() };
         if self.is_empty() {
             return MimeBundle::text(text);
+        }
+        if frontend() == Frontend::Zeppelin {
+            return self.table().zeppelin_bundle();
         }
         let table = self.html_table();
         match self.curves().figure() {

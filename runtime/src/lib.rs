@@ -37,6 +37,7 @@ pub mod report;
 pub mod render;
 mod rng;
 pub mod secure;
+pub mod table;
 pub mod tokenizer;
 pub mod tune;
 
@@ -75,6 +76,7 @@ pub mod prelude {
     pub use crate::tokenizer::Tokenizer;
     pub use crate::tune;
     pub use crate::secure;
+    pub use crate::table::Table;
     pub use tch::{self, nn, no_grad, manual_seed, Device, Kind, Tensor};
     // tch's own shorthands for `(Kind, Device)`, as in tch's examples: `Tensor::randn(&[3, 3], FLOAT_CPU)`.
     pub use tch::kind::{DOUBLE_CPU, FLOAT_CPU, INT64_CPU};

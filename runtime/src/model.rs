@@ -469,6 +469,32 @@ impl Render for Summary {
     }
 }
 
+impl Evaluation {
+    /// One row: the loss and each metric. Under Zeppelin an `Evaluation` shows as this table.
+    pub fn table(&self) -> crate::table::Table {
+        let mut table = crate::table::Table::new().column("loss", vec![self.loss]);
+        for (name, value) in &self.metrics {
+            table = table.and_then(|t| t.column(name, vec![*value]));
+        }
+        table.expect("one value in every column")
+    }
+}
+
+/// The loss and metrics as a one-row table (the confusion matrix is `confusion_matrix`).
+impl Render for Evaluation {
+    fn render(&self) -> MimeBundle {
+        let table = self.table();
+        if torchbook_display::frontend() == torchbook_display::Frontend::Zeppelin {
+            return table.zeppelin_bundle();
+        }
+        let text = std::iter::once(format!("loss {:.4}", self.loss))
+            .chain(self.metrics.iter().map(|(name, value)| format!("{name} {value:.4}")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        MimeBundle::text(text).with("text/html", table.to_html())
+    }
+}
+
 /// A model cell value shows its device, epochs and layer table.
 impl Render for Model {
     fn render(&self) -> MimeBundle {

@@ -7,7 +7,7 @@
 
 use crate::history::{EpochLog, History};
 use std::time::{Duration, Instant};
-use torchbook_display::{display, html_escape, output_mode, DisplayHandle, MimeBundle, OutputMode, Render};
+use torchbook_display::{display, frontend, html_escape, output_mode, DisplayHandle, Frontend, MimeBundle, OutputMode, Render};
 
 /// How often the live block may be redrawn.
 const REDRAW_EVERY: Duration = Duration::from_millis(200);
@@ -42,6 +42,9 @@ pub struct BatchState<'a> {
 pub struct Progress {
     live: Option<Live>,
     lines: bool,
+    /// Under Zeppelin, which drops updates: epoch lines while training (its text streams), then
+    /// the headline and the epochs as a Zeppelin table instead of the live block.
+    zeppelin_summary: bool,
 }
 
 struct Live {
@@ -60,10 +63,12 @@ impl Progress {
     /// `first_epoch` is the number the first epoch of this run will have.
     pub fn start(verbosity: Verbosity, first_epoch: usize, epochs: usize, samples: i64, batch_size: i64) -> Progress {
         let rich = output_mode() == OutputMode::Rich;
-        if verbosity != Verbosity::Bar || !rich {
+        let zeppelin = frontend() == Frontend::Zeppelin;
+        if verbosity != Verbosity::Bar || !rich || zeppelin {
             return Progress {
                 live: None,
                 lines: verbosity != Verbosity::Silent,
+                zeppelin_summary: rich && zeppelin && verbosity == Verbosity::Bar,
             };
         }
         let batches_per_epoch = ((samples + batch_size - 1) / batch_size.max(1)).max(0) as usize;
@@ -86,6 +91,7 @@ impl Progress {
                 last_redraw: now - REDRAW_EVERY,
             }),
             lines: false,
+            zeppelin_summary: false,
         }
     }
 
@@ -131,6 +137,11 @@ impl Progress {
     pub fn finish(&mut self, history: &History, note: Option<&str>) {
         if let Some(note) = note.filter(|_| self.lines) {
             println!("{note}");
+        }
+        if self.zeppelin_summary && !history.is_empty() {
+            // `%table` must start a line: the headline goes on the line before.
+            let headline = note.map(str::to_owned).unwrap_or_else(|| format!("Trained {} epoch(s)", history.len()));
+            display(&MimeBundle::text(format!("{headline}\n%table {}", history.table().to_tsv())));
         }
         let Some(live) = self.live.take() else { return };
         let empty = MimeBundle::text("").with("text/html", "");

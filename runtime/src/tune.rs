@@ -9,6 +9,7 @@ use crate::interrupt;
 use crate::rng::SplitMix64;
 use std::collections::BTreeMap;
 use torchbook_display::plot;
+use crate::table::Table;
 use torchbook_display::{html_escape, MimeBundle, Render};
 
 /// How one parameter is chosen.
@@ -242,9 +243,32 @@ impl TuneResults {
     }
 }
 
+impl TuneResults {
+    /// The trials, best first: rank, trial, the search's figure, each parameter, epochs and
+    /// seconds. Under Zeppelin the results show as this table.
+    pub fn table(&self) -> Table {
+        let names: Vec<String> = self.trials.first().map(|t| t.params.0.keys().cloned().collect()).unwrap_or_default();
+        let mut table = Table::new()
+            .column("rank", (1..=self.trials.len()).collect::<Vec<_>>())
+            .and_then(|t| t.column("trial", self.trials.iter().map(|t| t.number).collect::<Vec<_>>()))
+            .and_then(|t| t.column(&self.figure, self.trials.iter().map(|t| t.score).collect::<Vec<_>>()));
+        for name in &names {
+            let values: Vec<f64> = self.trials.iter().map(|t| t.params.0.get(name).copied().unwrap_or(f64::NAN)).collect();
+            table = table.and_then(|t| t.column(name, values));
+        }
+        table
+            .and_then(|t| t.column("epochs", self.trials.iter().map(|t| t.epochs).collect::<Vec<_>>()))
+            .and_then(|t| t.column("seconds", self.trials.iter().map(|t| t.seconds).collect::<Vec<_>>()))
+            .expect("one value per trial in every column")
+    }
+}
+
 /// A table of the trials, best first, and a bar chart of their scores.
 impl Render for TuneResults {
     fn render(&self) -> MimeBundle {
+        if torchbook_display::frontend() == torchbook_display::Frontend::Zeppelin {
+            return self.table().zeppelin_bundle();
+        }
         let names: Vec<String> = self.trials.first().map(|t| t.params.0.keys().cloned().collect()).unwrap_or_default();
         let mut html = format!("<table><thead><tr><th>rank</th><th>trial</th><th>{}</th>", html_escape(&self.figure));
         for name in &names {

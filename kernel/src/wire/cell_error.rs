@@ -22,12 +22,23 @@ impl From<CellError> for ErrorInfo {
     }
 }
 
-/// ANSI colour for tracebacks, off when `NO_COLOR` is set (Zeppelin shows escape codes raw).
+/// ANSI colour for tracebacks, off when `NO_COLOR` is set and under Apache Zeppelin, which
+/// shows escape codes raw.
 pub fn paint(code: &str, text: &str) -> String {
-    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) || under_zeppelin() {
         text.to_owned()
     } else {
         format!("\x1b[{code}m{text}\x1b[0m")
+    }
+}
+
+/// The kernel's side of `torchbook_display::frontend()` (the same rule; the kernel does not link
+/// the display crate): `TORCHBOOK_FRONTEND` when set, else Zeppelin's own variables.
+fn under_zeppelin() -> bool {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match var("TORCHBOOK_FRONTEND").map(|v| v.trim().to_ascii_lowercase()) {
+        Some(setting) if setting == "zeppelin" || setting == "jupyter" => setting == "zeppelin",
+        _ => var("ZEPPELIN_HOME").is_some() || var("INTERPRETER_GROUP_ID").is_some(),
     }
 }
 
