@@ -76,7 +76,13 @@ async fn next_external(external: &mut Option<mpsc::UnboundedReceiver<External>>)
 
 /// Runs the kernel on sockets already bound for `info` (a launcher binds them itself, to choose
 /// ports in its range) until it is told to stop.
-pub async fn serve_bound(info: ConnectionInfo, sockets: Sockets, engine_folder: EngineFolder, signals: Signals, mut options: ServeOptions) {
+pub async fn serve_bound(
+    info: ConnectionInfo,
+    sockets: Sockets,
+    engine_folder: EngineFolder,
+    signals: Signals,
+    mut options: ServeOptions,
+) {
     let Signals { mut interrupts, mut terminate } = signals;
     // Start evcxr now, so its warm-up overlaps the frontend's first kernel_info round trip.
     let engine = Engine::start(engine_folder);

@@ -135,7 +135,8 @@ mod tests {
 
     #[test]
     fn bad_requests_are_errors_not_panics() {
-        for bad in [&b""[..], b"garbage", b"\xff\xfe", b"[1,2]", b"{}", br#"{"signum": "x"}"#, br#"{"signum": 1e999}"#, b"{\"signum\": 2"] {
+        let bad_inputs = [&b""[..], b"garbage", b"\xff\xfe", b"[1,2]", b"{}", br#"{"signum": "x"}"#, br#"{"signum": 1e999}"#];
+        for bad in bad_inputs.into_iter().chain([&b"{\"signum\": 2"[..]]) {
             assert!(parse_request(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_request(br#"{"signum": 12}"#), Err(RequestError::Signal(12)));

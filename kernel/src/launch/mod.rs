@@ -151,7 +151,9 @@ impl LaunchArgs {
             None => PortRange::ANY,
         };
         if let Some(mode) = given(self.spark_context_initialization_mode).filter(|m| m != "none") {
-            eprintln!("torchbook launch: --spark-context-initialization-mode {mode:?} ignored (this kernel has no Spark context)");
+            eprintln!(
+                "torchbook launch: --spark-context-initialization-mode {mode:?} ignored (this kernel has no Spark context)"
+            );
         }
         Ok(LaunchConfig {
             kernel_id,
@@ -237,7 +239,12 @@ fn write_connection_file(config: &LaunchConfig, ports: [u16; 5]) -> Result<(Path
         "signature_scheme": "hmac-sha256",
         "kernel_name": "",
     });
-    let safe_id: String = config.kernel_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(64).collect();
+    let safe_id: String = config
+        .kernel_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .take(64)
+        .collect();
     let path = std::env::temp_dir().join(format!("kernel-{safe_id}-{}.json", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let written = {
         use std::io::Write;
@@ -319,7 +326,8 @@ pub async fn run(config: LaunchConfig, engine_folder: EngineFolder) -> Result<()
     let payload = crypto::encrypt_payload(&reply, &config.public_key)?;
     respond(&config, &payload).await?;
     eprintln!(
-        "torchbook launch: kernel {} on {} (ports {}, {}, {}, {}, {}; communication port {comm_port}); connection info sent to {}:{}",
+        "torchbook launch: kernel {} on {} (ports {}, {}, {}, {}, {}; communication port {comm_port}); \
+         connection info sent to {}:{}",
         config.kernel_id, info.ip, info.shell_port, info.iopub_port, info.stdin_port, info.hb_port, info.control_port,
         config.response_address.0, config.response_address.1,
     );
