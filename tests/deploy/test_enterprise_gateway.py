@@ -13,6 +13,7 @@ import pathlib
 import random
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,6 +147,7 @@ def gateway():
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
     log.close()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 class Channels:
