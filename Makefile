@@ -32,7 +32,7 @@ PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli test test-rust test-python test-prelude-cold bench bench-latency bench-fit clean-cache \
+.PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli test test-rust test-python test-prelude-cold bench bench-latency bench-fit bench-apps clean-cache \
   cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui eg-venv test-eg
 
 all: build
@@ -196,6 +196,14 @@ bench-fit: build $(TORCH_VENV)/.complete
 	cargo build --$(PROFILE) --locked -p torchbook --example fit_throughput
 	$(VENV)/bin/python benches/fit_throughput.py --bench-bin $(CARGO_TARGET_DIR)/$(PROFILE)/examples/fit_throughput \
 	  --python $(TORCH_VENV)/bin/python
+
+# Time to the notebooks' target accuracy, torchbook's fit against PyTorch eager, alternating,
+# medians over 3 runs (benches/time_to_accuracy.py); the table goes to docs/PERFORMANCE.md.
+bench-apps: build data $(TORCH_VENV)/.complete
+	cargo build --$(PROFILE) --locked -p torchbook --example time_to_accuracy
+	mkdir -p build/bench
+	$(PYTHON) benches/time_to_accuracy.py --bench-bin $(CARGO_TARGET_DIR)/$(PROFILE)/examples/time_to_accuracy \
+	  --python $(TORCH_VENV)/bin/python --out build/bench/apps.json
 
 clean-cache:
 	rm -rf $(CACHE)
