@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod external;
+
 #[derive(Parser)]
 #[command(name = "torchbook", version, about = "A Jupyter kernel for Rust notebooks with tch preloaded")]
 struct Cli {
@@ -32,6 +34,13 @@ enum Command {
     },
     /// Install the kernelspec so Jupyter frontends can find torchbook.
     Install(InstallArgs),
+    /// Serve a TorchScript model over HTTP (runs `torchbook-serve`, next to this binary; see
+    /// `torchbook serve --help`).
+    #[command(disable_help_flag = true)]
+    Serve {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Build the prelude cache (run by `install` and by the first kernel that needs it).
     #[command(hide = true)]
     BuildPrelude,
@@ -136,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Detached tasks and the engine thread are not waited for: the work is done.
             std::process::exit(0);
         }
+        Command::Serve { args } => Err(external::exec_sibling("torchbook-serve", &args)),
         Command::Engine => {
             std::sync::LazyLock::force(&trace::PROCESS_START);
             std::process::exit(engine::run());
