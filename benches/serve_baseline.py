@@ -8,7 +8,7 @@ separately, and with Nagle on each response waits ~40 ms for the client's delaye
 listen backlog of 128 instead of 5 (64 clients connecting at once otherwise wait for SYN
 retries, seconds).
 
-Usage: python serve_baseline.py MODEL.pt [--port P]   (prints "listening on http://…")
+Usage: python serve_baseline.py MODEL.pt [--port P] [--threads N]   (prints "listening on http://…")
 """
 
 import argparse
@@ -26,7 +26,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = torch.jit.load(args.model)
     model.eval()
 
