@@ -12,7 +12,6 @@
 //! found; the HTTP layer turns it into a 400.
 
 use crate::spec::{dtype_name, join, parse_shape, ModelSpec};
-use serde_json::Value;
 use std::fmt::Write;
 use tch::{Kind, Tensor};
 
@@ -24,94 +23,13 @@ pub const DTYPE_HEADER: &str = "x-tensor-dtype";
 
 /// A batch decoded from JSON, in the model's input kind.
 pub fn decode_json(body: &[u8], spec: &ModelSpec) -> Result<Tensor, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    let Some(inputs) = value.as_object().and_then(|o| o.get("inputs")) else {
-        return Err(format!(
-            "expected a JSON object {{\"inputs\": [example, …]}} with examples of shape [{}], found {}",
-            join(&spec.input_shape),
-            kind_of_value(&value)
-        ));
-    };
-    let Some(examples) = inputs.as_array() else {
-        return Err(format!("inputs: expected a list of examples, found {}", kind_of_value(inputs)));
-    };
-    if examples.is_empty() {
-        return Err("inputs: expected at least one example, found an empty list".into());
-    }
     let integer = !is_float(spec.input_kind);
-    let mut numbers = Numbers { floats: Vec::new(), ints: Vec::new(), integer };
-    let capacity = examples.len() * spec.example_numel();
-    if integer { numbers.ints.reserve(capacity) } else { numbers.floats.reserve(capacity) }
-    let mut at = String::from("inputs");
-    for (i, example) in examples.iter().enumerate() {
-        let len = at.len();
-        let _ = write!(at, "[{i}]");
-        flatten(example, &spec.input_shape, &spec.input_shape, &mut at, &mut numbers)?;
-        at.truncate(len);
-    }
-    let mut dims = vec![examples.len() as i64];
+    let parsed = crate::json_input::parse(body, &spec.input_shape, integer)?;
+    let mut dims = vec![parsed.examples as i64];
     dims.extend_from_slice(&spec.input_shape);
-    let tensor = if integer { Tensor::from_slice(&numbers.ints) } else { Tensor::from_slice(&numbers.floats) };
-    let tensor = tensor.f_reshape(dims.as_slice()).map_err(|e| e.to_string())?;
-    tensor.f_to_kind(spec.input_kind).map_err(|e| e.to_string())
-}
-
-struct Numbers {
-    floats: Vec<f32>,
-    ints: Vec<i64>,
-    integer: bool,
-}
-
-fn flatten(value: &Value, shape: &[i64], example: &[i64], at: &mut String, out: &mut Numbers) -> Result<(), String> {
-    let Some((&size, inner)) = shape.split_first() else {
-        return match (value, out.integer) {
-            (Value::Number(n), false) => {
-                out.floats.push(n.as_f64().unwrap_or(f64::NAN) as f32);
-                Ok(())
-            }
-            (Value::Number(n), true) => match n.as_i64() {
-                Some(i) => {
-                    out.ints.push(i);
-                    Ok(())
-                }
-                None => Err(format!("{at}: expected an integer (the model takes token ids), found {n}")),
-            },
-            _ => Err(format!("{at}: expected a number, found {}", kind_of_value(value))),
-        };
-    };
-    let Some(items) = value.as_array() else {
-        return Err(format!(
-            "{at}: expected a list of {size} (an example has shape [{}]), found {}",
-            join(example),
-            kind_of_value(value)
-        ));
-    };
-    if items.len() as i64 != size {
-        return Err(format!(
-            "{at}: expected a list of {size} (an example has shape [{}]), found a list of {}",
-            join(example),
-            items.len()
-        ));
-    }
-    for (i, item) in items.iter().enumerate() {
-        let len = at.len();
-        let _ = write!(at, "[{i}]");
-        flatten(item, inner, example, at, out)?;
-        at.truncate(len);
-    }
-    Ok(())
-}
-
-fn kind_of_value(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("{b}"),
-        Value::Number(n) => format!("the number {n}"),
-        Value::String(s) if s.len() <= 20 => format!("the string {s:?}"),
-        Value::String(_) => "a string".into(),
-        Value::Array(a) => format!("a list of {}", a.len()),
-        Value::Object(_) => "an object".into(),
-    }
+    let tensor = if integer { Tensor::from_slice(&parsed.ints) } else { Tensor::from_slice(&parsed.floats) };
+    let tensor = tensor.f_reshape(dims.as_slice()).map_err(|e| first_line(&e.to_string()))?;
+    tensor.f_to_kind(spec.input_kind).map_err(|e| first_line(&e.to_string()))
 }
 
 /// A batch from raw bytes and the two headers (already read as text; `None` when absent).
@@ -220,7 +138,13 @@ mod tests {
         assert_eq!(t.double_value(&[1, 1, 2]), 1.5);
         let err = |body: &str| decode_json(body.as_bytes(), &s).unwrap_err();
         assert!(err("{").starts_with("the body is not valid JSON"));
-        assert!(err("[1]").contains("expected a JSON object {\"inputs\": [example, …]} with examples of shape [2, 3], found a list of 1"));
+        assert!(err("[1]").contains("expected a JSON object {\"inputs\": [example, …]} with examples of shape [2, 3], found a list"));
+        assert!(err(r#"{"outputs": 1}"#).ends_with("found an object without \"inputs\""));
+        assert_eq!(err(r#"{"inputs": {}}"#), "inputs: expected a list of examples, found an object");
+        assert_eq!(err(r#"{"inputs": [[[1,2,3],[4,5,6,7]]]}"#), "inputs[0][1]: expected a list of 3 (an example has shape [2, 3]), found a longer list");
+        assert_eq!(err(r#"{"inputs": [[[1,2,3],[4,5,6]], [[1,2,3],[4,5,[6]]]]}"#), "inputs[1][1][2]: expected a number, found a list");
+        assert_eq!(err(r#"{"inputs": [[1, 2]]}"#), "inputs[0][0]: expected a list of 3 (an example has shape [2, 3]), found the number 1");
+        assert!(err(r#"{"inputs": [[[1,2,3],[4,5,6]]]} x"#).starts_with("the body is not valid JSON: trailing characters"));
         assert_eq!(err(r#"{"inputs": []}"#), "inputs: expected at least one example, found an empty list");
         assert_eq!(err(r#"{"inputs": [[[1,2,3],[4,5]]]}"#), "inputs[0][1]: expected a list of 3 (an example has shape [2, 3]), found a list of 2");
         assert_eq!(err(r#"{"inputs": [[[1,2,3],[4,5,"x"]]]}"#), "inputs[0][1][2]: expected a number, found the string \"x\"");

@@ -4,7 +4,7 @@
 //! memory are product features): `torchbook serve ARGS…` executes `torchbook-serve ARGS…`.
 //!
 //! - [`spec`]: the model's per-example input (the export's sidecar, or flags);
-//! - [`codec`]: JSON and raw-tensor bodies to tensors and back;
+//! - [`codec`]: JSON and raw-tensor bodies to tensors and back ([`json_input`]: the JSON parser);
 //! - [`batcher`]: the inference thread and dynamic batching;
 //! - [`http`]: the routes, authentication and error answers;
 //! - [`auth`]: bearer tokens, compared in constant time;
@@ -17,6 +17,7 @@ pub mod auth;
 pub mod batcher;
 pub mod codec;
 pub mod http;
+pub mod json_input;
 pub mod metrics;
 pub mod server;
 pub mod spec;

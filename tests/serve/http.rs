@@ -193,8 +193,8 @@ fn bad_requests_are_refused_with_what_was_expected_and_the_service_goes_on() {
             (s, m, "the body is not valid JSON")
         },
         {
-            let (s, m) = post("application/json", &[], br#"{"inputs": [[[1, 2, 3]]]}"#.to_vec());
-            (s, m, "inputs[0][0]: expected a list of 6 (an example has shape [1, 6, 6]), found a list of 3")
+            let (s, m) = post("application/json", &[], br#"{"inputs": [[[[1, 2, 3, 4, 5, 6, 7]]]]}"#.to_vec());
+            (s, m, "inputs[0][0][0]: expected a list of 6 (an example has shape [1, 6, 6]), found a longer list")
         },
         {
             let (s, m) = post("application/json", &[], br#"{"examples": []}"#.to_vec());
