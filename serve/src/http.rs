@@ -115,7 +115,7 @@ async fn predict_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Res
     }
     let bytes = match axum::body::to_bytes(body, app.max_body_bytes).await {
         Ok(bytes) => bytes,
-        Err(e) if format!("{e:?}").contains("LengthLimit") => return Err(too_large()),
+        Err(e) if is_length_limit(&e) => return Err(too_large()),
         Err(e) => return Err(error(StatusCode::BAD_REQUEST, format!("the body could not be read: {e}"))),
     };
     let header_text = |name: &str| -> Result<Option<&str>, Response> {
@@ -163,4 +163,17 @@ async fn predict_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Res
             response
         }
     })
+}
+
+/// Whether reading the body stopped at the size limit (http-body-util's `LengthLimitError`
+/// somewhere in the error's chain) rather than failing otherwise.
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
