@@ -12,6 +12,9 @@ PYTHON ?= python3
 PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 VENV_KEY := $(shell cat requirements-dev.txt | sha256sum | cut -c1-16)-py$(PY_VERSION)
 VENV := $(CACHE)/venv-$(VENV_KEY)
+# Jupyter Enterprise Gateway pins jupyter_client<7, jupyter_server<2, pyzmq<25: a venv of its own,
+# keyed like VENV by its requirements file (every package pinned as resolved).
+EG_VENV := $(CACHE)/venv-eg-$(shell cat requirements-eg.txt | sha256sum | cut -c1-16)-py$(PY_VERSION)
 RUSTC_KEY := $(shell rustc --version | sha256sum | cut -c1-12)
 export CARGO_TARGET_DIR ?= $(CACHE)/target-$(RUSTC_KEY)
 # libtorch: the CPU part of the torch wheel (DESIGN §4), in the cache, keyed by version.
@@ -29,7 +32,7 @@ BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
 .PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli test test-rust test-python test-prelude-cold bench bench-latency bench-fit clean-cache \
-  cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui
+  cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui eg-venv test-eg
 
 all: build
 
@@ -89,7 +92,7 @@ demo: kernelspec
 	@echo "Rendered notebooks: $$(ls build/examples/*.html)"
 	@echo "Metrics: $$(cat build/metrics/*.json)"
 
-test: test-prelude-cold test-rust test-python test-ui test-fuzz
+test: test-prelude-cold test-rust test-python test-ui test-fuzz test-eg
 
 # The prelude built from nothing into an empty cache by a kernel's first cell, as for a user whose
 # kernel starts before any `torchbook install` built it, under a time limit (a hang fails instead
@@ -125,6 +128,20 @@ chromium:
 test-ui: kernelspec chromium
 	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl TORCHBOOK_SPARE_ENGINE=0 \
 	  CHROMIUM=$(CHROMIUM) PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(VENV)/bin/python -m pytest -q tests/ui
+
+$(EG_VENV)/.complete:
+	rm -rf $(EG_VENV)
+	$(PYTHON) -m venv $(EG_VENV)
+	$(EG_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-eg.txt
+	touch $@
+
+eg-venv: $(EG_VENV)/.complete
+
+# The real Enterprise Gateway (requirements-eg.txt) starting torchbook through `torchbook launch`
+# (docs/DEPLOYMENT.md): cells, interrupt, restart and delete over EG's REST API and websocket.
+test-eg: kernelspec eg-venv
+	TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl TORCHBOOK_SPARE_ENGINE=0 \
+	  $(EG_VENV)/bin/python -m pytest -q -s tests/deploy
 
 # The `age` command, for the tests that exchange encrypted files with it (Debian's package).
 age-cli:

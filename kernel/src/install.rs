@@ -1,5 +1,6 @@
 //! `torchbook install`: writes the kernelspec (kernel.json and logos) where Jupyter looks for it.
-//! Re-running replaces the previous spec of the same name.
+//! Re-running replaces the previous spec of the same name. `--enterprise-gateway` writes the
+//! variant Jupyter Enterprise Gateway starts through `torchbook launch` (docs/DEPLOYMENT.md).
 
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,31 @@ pub struct InstallOptions {
     pub display_name: String,
     /// libtorch's folder; its `lib` is put on the kernel's library path.
     pub libtorch: Option<PathBuf>,
+    /// A kernelspec for Jupyter Enterprise Gateway rather than a local frontend.
+    pub enterprise_gateway: bool,
+}
+
+/// The process proxy Enterprise Gateway starts the kernel with: on the hosts of
+/// `EnterpriseGatewayApp.remote_hosts` (over ssh, or directly when the host is this one).
+pub const EG_PROCESS_PROXY: &str = "enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy";
+
+/// Where the toolchain that builds cells (`cargo`, `rustc`) was found at install time, then the
+/// system's folders: Enterprise Gateway gives kernels a bare environment (only `KERNEL_*`,
+/// `EG_INHERITED_ENVS` and the kernelspec's `env`), without the installing user's `PATH`.
+fn kernel_path() -> String {
+    let mut dirs: Vec<String> = Vec::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        for tool in ["cargo", "rustc"] {
+            if let Some(dir) = std::env::split_paths(&path).find(|d| d.join(tool).is_file()) {
+                let dir = dir.display().to_string();
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+        }
+    }
+    dirs.extend(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(String::from));
+    dirs.join(":")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +114,37 @@ pub fn kernel_json(options: &InstallOptions, binary: &Path) -> serde_json::Value
     if let Some(data) = std::env::var_os("TORCHBOOK_DATA") {
         env.insert("TORCHBOOK_DATA".into(), json!(PathBuf::from(data).display().to_string()));
     }
+    let binary_path = binary.display().to_string();
+    let torchbook = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "binary": binary_path,
+        "libtorch": options.libtorch.as_ref().map(|p| p.display().to_string()),
+    });
+    if options.enterprise_gateway {
+        env.insert("PATH".into(), json!(kernel_path()));
+        if let Some(cache) = std::env::var_os("TORCHBOOK_CACHE") {
+            env.insert("TORCHBOOK_CACHE".into(), json!(PathBuf::from(cache).display().to_string()));
+        }
+        // EG fills these placeholders in (RemoteKernelManager.format_kernel_cmd).
+        return json!({
+            "argv": [binary_path, "launch", "--kernel-id", "{kernel_id}", "--response-address", "{response_address}",
+                     "--public-key", "{public_key}", "--port-range", "{port_range}"],
+            "display_name": options.display_name,
+            "language": "rust",
+            // EG then interrupts through the launcher's communication port ({"signum": 2}),
+            // which interrupts exactly as interrupt_request does; it works wherever EG can
+            // reach that port, even when it cannot signal the process (another host or user).
+            "interrupt_mode": "signal",
+            "env": env,
+            "metadata": {
+                "debugger": false,
+                "process_proxy": { "class_name": EG_PROCESS_PROXY },
+                "torchbook": torchbook,
+            }
+        });
+    }
     json!({
-        "argv": [binary.display().to_string(), "kernel", "--connection-file", "{connection_file}"],
+        "argv": [binary_path, "kernel", "--connection-file", "{connection_file}"],
         "display_name": options.display_name,
         "language": "rust",
         // Interrupts arrive as interrupt_request on control: SIGINT would also hit the worker.
@@ -97,11 +152,7 @@ pub fn kernel_json(options: &InstallOptions, binary: &Path) -> serde_json::Value
         "env": env,
         "metadata": {
             "debugger": false,
-            "torchbook": {
-                "version": env!("CARGO_PKG_VERSION"),
-                "binary": binary.display().to_string(),
-                "libtorch": options.libtorch.as_ref().map(|p| p.display().to_string()),
-            }
+            "torchbook": torchbook,
         }
     })
 }
@@ -182,6 +233,7 @@ mod tests {
             name: "torchbook".into(),
             display_name: "Rust (torchbook)".into(),
             libtorch: Some(PathBuf::from("/opt/libtorch")),
+            enterprise_gateway: false,
         }
     }
 
@@ -202,6 +254,24 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(dir.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, [std::ffi::OsString::from("torchbook")]);
         std::fs::remove_dir_all(prefix).unwrap();
+    }
+
+    #[test]
+    fn enterprise_gateway_spec() {
+        let mut o = options(Path::new("/tmp"));
+        o.enterprise_gateway = true;
+        let spec = kernel_json(&o, Path::new("/bin/torchbook"));
+        let argv: Vec<&str> = spec["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert_eq!(argv, ["/bin/torchbook", "launch", "--kernel-id", "{kernel_id}", "--response-address", "{response_address}",
+            "--public-key", "{public_key}", "--port-range", "{port_range}"]);
+        assert_eq!(spec["metadata"]["process_proxy"]["class_name"], EG_PROCESS_PROXY);
+        assert_eq!(spec["interrupt_mode"], "signal");
+        // The local spec's environment, and a PATH, since EG passes kernels a bare one.
+        assert_eq!(spec["env"]["LD_LIBRARY_PATH"], "/opt/libtorch/lib");
+        assert!(spec["env"]["PATH"].as_str().unwrap().ends_with("/usr/bin:/sbin:/bin"));
+        let local = kernel_json(&options(Path::new("/tmp")), Path::new("/bin/torchbook"));
+        assert!(local["metadata"].get("process_proxy").is_none());
+        assert!(local["env"].get("PATH").is_none());
     }
 
     #[test]

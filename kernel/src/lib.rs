@@ -7,7 +7,8 @@
 //! - [`engine`]: the engine process (evcxr, rust-analyzer, cell builds, spare engines);
 //! - [`worker`]: the cell worker process (runs compiled cells; output relays);
 //! - [`wire`]: what two of them share (the engine pipe, side-channel records, errors, spares);
-//! - [`protocol`]: the Jupyter wire format and connection files.
+//! - [`protocol`]: the Jupyter wire format and connection files;
+//! - [`launch`]: the kernel started by Jupyter Enterprise Gateway (its launcher contract).
 //!
 //! The path of an `execute_request`: `kernel::transport` (socket, signature check) →
 //! `kernel::handlers::execute` → `kernel::engine` (the kernel's side of the engine process) →
@@ -33,6 +34,8 @@ pub mod engine;
 #[cfg(feature = "engine")]
 pub mod install;
 pub mod kernel;
+#[cfg(feature = "engine")]
+pub mod launch;
 #[cfg(feature = "engine")]
 pub mod prelude;
 #[cfg(feature = "engine")]

@@ -1,12 +1,13 @@
 //! `torchbook`: the binary is glue. `kernel` runs a Jupyter kernel for a connection file;
-//! `install` writes the kernelspec. The logic lives in the modules below.
+//! `launch` runs one for Jupyter Enterprise Gateway; `install` writes the kernelspec; `serve`
+//! executes the `torchbook-serve` binary beside this one. The logic lives in the modules below.
 
 use anyhow::Context;
 use torchbook_kernel::engine::{self, cell_build};
 use torchbook_kernel::kernel::server;
 use torchbook_kernel::protocol::connection;
 use torchbook_kernel::wire::spare;
-use torchbook_kernel::{install, prelude, trace, workdir, worker};
+use torchbook_kernel::{install, launch, prelude, trace, workdir, worker};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,11 @@ enum Command {
         #[arg(long)]
         allow_unsigned_network: bool,
     },
+    /// Run the kernel for Jupyter Enterprise Gateway (what `install --enterprise-gateway`'s
+    /// kernel.json starts): its kernel-launcher contract, as EG's own launchers implement it.
+    /// Arguments not given are read from KERNEL_ID, RESPONSE_ADDRESS, PUBLIC_KEY, PORT_RANGE
+    /// (or EG_RESPONSE_ADDRESS, EG_PUBLIC_KEY, EG_PORT_RANGE), as in EG's kernel images.
+    Launch(LaunchArgs),
     /// Install the kernelspec so Jupyter frontends can find torchbook.
     Install(InstallArgs),
     /// Serve a TorchScript model over HTTP (runs `torchbook-serve`, next to this binary; see
@@ -57,6 +63,28 @@ enum Command {
 }
 
 #[derive(Args)]
+struct LaunchArgs {
+    /// The kernel's id as Enterprise Gateway knows it.
+    #[arg(long = "kernel-id", alias = "RemoteProcessProxy.kernel-id", value_name = "ID")]
+    kernel_id: Option<String>,
+    /// Where to send the encrypted connection info.
+    #[arg(long = "response-address", alias = "RemoteProcessProxy.response-address", value_name = "IP:PORT")]
+    response_address: Option<String>,
+    /// EG's RSA public key (base64 DER SubjectPublicKeyInfo) that encrypts the connection info.
+    #[arg(long = "public-key", alias = "RemoteProcessProxy.public-key", value_name = "KEY")]
+    public_key: Option<String>,
+    /// Ports the kernel and its communication port may use (0..0: any).
+    #[arg(long = "port-range", alias = "RemoteProcessProxy.port-range", value_name = "LOWER..UPPER")]
+    port_range: Option<String>,
+    /// Address the kernel binds (EG's launchers bind every interface).
+    #[arg(long, default_value = "0.0.0.0")]
+    ip: String,
+    /// Accepted for EG's kernelspecs; only `none` applies to this kernel.
+    #[arg(long = "spark-context-initialization-mode", alias = "RemoteProcessProxy.spark-context-initialization-mode")]
+    spark_context_initialization_mode: Option<String>,
+}
+
+#[derive(Args)]
 struct InstallArgs {
     /// Install for the current user (the default).
     #[arg(long, conflicts_with_all = ["sys_prefix", "prefix"])]
@@ -79,6 +107,10 @@ struct InstallArgs {
     /// Do not build the prelude cache now (the first kernel will, taking minutes).
     #[arg(long)]
     no_prelude: bool,
+    /// Write a kernelspec for Jupyter Enterprise Gateway (DistributedProcessProxy, `torchbook
+    /// launch`) instead of a local one; see docs/DEPLOYMENT.md.
+    #[arg(long)]
+    enterprise_gateway: bool,
 }
 
 /// The interrupt flag of the cell worker (DESIGN §3). It lives in this executable, which evcxr
@@ -145,6 +177,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Detached tasks and the engine thread are not waited for: the work is done.
             std::process::exit(0);
         }
+        Command::Launch(args) => {
+            std::sync::LazyLock::force(&trace::PROCESS_START);
+            launch::prepare_environment();
+            spare::remember_original();
+            let args = launch::LaunchArgs {
+                kernel_id: args.kernel_id,
+                response_address: args.response_address,
+                public_key: args.public_key,
+                port_range: args.port_range,
+                ip: args.ip,
+                spark_context_initialization_mode: args.spark_context_initialization_mode,
+            };
+            let config = args.resolve(|name| std::env::var(name).ok())?;
+            let workdir = workdir::WorkDir::create().context("cannot create a working folder")?;
+            prelude::prepare_library_path();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let served = runtime.block_on(launch::run(config, workdir.engine_folder()));
+            workdir.remove();
+            served?;
+            std::process::exit(0);
+        }
         Command::Serve { args } => Err(external::exec_sibling("torchbook-serve", &args)),
         Command::Engine => {
             std::sync::LazyLock::force(&trace::PROCESS_START);
@@ -175,6 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 name: args.name,
                 display_name: args.display_name,
                 libtorch: args.libtorch,
+                enterprise_gateway: args.enterprise_gateway,
             };
             let binary = std::env::current_exe().context("cannot locate the torchbook binary")?;
             let dir = install::install(&options, &binary)?;

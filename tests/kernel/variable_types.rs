@@ -53,6 +53,9 @@ kernel_test!(std_tch_runtime_and_user_types_are_inferred, async {
     assert_eq!(reply["status"], "ok");
     let listed = result_text(&iopub);
     assert!(listed.contains("torchbook::prelude::Tensor") && !listed.contains("__tb_infer"), "{listed}");
+    // A name bound again later in the same cell: only its last binding is kept.
+    value_of(&mut k, "let (shown, _) = (vec![1u8, 2], 0);\nlet shown: Vec<u16> = shown.iter().map(|&x| x as u16 * 10).collect();\nlet z = 1;\nlet z = z as f64 + 0.5;").await;
+    assert_eq!(value_of(&mut k, "(shown[1], z)").await, "(20, 1.5)");
     // An integer literal with nothing else to say is an i32, as rustc would make it.
     value_of(&mut k, "let n = 7;").await;
     assert_eq!(value_of(&mut k, "n.checked_mul(i32::MAX).is_none()").await, "true");

@@ -98,28 +98,46 @@ pub fn annotate(code: &str) -> Annotated {
         let range = node.text_range();
         usize::from(if end { range.end() } else { range.start() }) - WRAPPER_START.len()
     };
-    for statement in body.statements() {
-        let ast::Stmt::LetStmt(let_statement) = statement else { continue };
+    let lets: Vec<ast::LetStmt> = body
+        .statements()
+        .filter_map(|statement| match statement {
+            ast::Stmt::LetStmt(let_statement) => Some(let_statement),
+            _ => None,
+        })
+        .collect();
+    // A name bound again by a later top-level `let` is not a variable evcxr keeps: only the
+    // last binding is stored, so only it gets a placeholder (the type probe learns types from
+    // the store, and an earlier binding's placeholder would stay undefined).
+    let bound_later = |index: usize, name: &str| {
+        lets[index + 1..].iter().filter_map(|l| l.pat()).any(|p| bindings_of(&p).iter().any(|(n, _)| n == name))
+    };
+    for (index, let_statement) in lets.iter().enumerate() {
         let Some(pattern) = let_statement.pat() else { continue };
         // A type with `_` in it (`Vec<_>`) is one evcxr cannot take as written either.
         let partial_type = let_statement.ty().is_some_and(|ty| ty.syntax().descendants().any(|n| n.kind() == SyntaxKind::INFER_TYPE));
         let typed = let_statement.ty().is_some() && !partial_type;
         match &pattern {
             ast::Pat::IdentPat(ident) if ident.pat().is_none() && ident.ref_token().is_none() && !partial_type => {
-                let is_binding = ident.name().is_some_and(|name| is_variable_name(&name.text()));
+                let is_binding = ident.name().is_some_and(|name| is_variable_name(&name.text()) && !bound_later(index, &name.text()));
                 if is_binding && !typed {
                     inserts.push((offset(pattern.syntax(), true), format!(": {}", next_placeholder())));
                 }
             }
             _ => {
                 let bindings = bindings_of(&pattern);
-                if bindings.is_empty() || let_statement.semicolon_token().is_none() {
+                let kept = bindings.iter().filter(|(name, _)| !bound_later(index, name)).count();
+                if kept == 0 || let_statement.semicolon_token().is_none() {
                     continue;
                 }
                 let mut prefix = String::new();
                 for (name, mutable) in &bindings {
                     let mutable = if *mutable { "mut " } else { "" };
-                    prefix.push_str(&format!("let {mutable}{name}: {}; ", next_placeholder()));
+                    if bound_later(index, name) {
+                        // Its type is left to rustc: evcxr keeps the later binding.
+                        prefix.push_str(&format!("let {mutable}{name}; "));
+                    } else {
+                        prefix.push_str(&format!("let {mutable}{name}: {}; ", next_placeholder()));
+                    }
                 }
                 let names: Vec<&str> = bindings.iter().map(|(name, _)| name.as_str()).collect();
                 let handed_out = if names.len() == 1 { names[0].to_owned() } else { format!("({})", names.join(", ")) };
@@ -219,6 +237,19 @@ mod tests {
             placeholders_blanked(&annotated.code),
             "let x: P; x = { let Some(x) = first() else { panic!() }; x };\nx"
         );
+    }
+
+    #[test]
+    fn only_the_last_binding_of_a_name_gets_a_placeholder() {
+        let annotated = annotate("let x = 1;\nlet x: String = x.to_string();\nlet y = 2;\nlet y = y + 1;");
+        assert_eq!(placeholders_blanked(&annotated.code), "let x = 1;\nlet x: String = x.to_string();\nlet y = 2;\nlet y: P = y + 1;");
+        let annotated = annotate("let (shown, n) = batch()?;\nlet shown: Vec<i64> = shown.into();");
+        assert_eq!(
+            placeholders_blanked(&annotated.code),
+            "let shown; let n: P; (shown, n) = { let (shown, n) = batch()?; (shown, n) };\nlet shown: Vec<i64> = shown.into();"
+        );
+        let annotated = annotate("let (a, _) = pair();\nlet a = a + 1;");
+        assert_eq!(placeholders_blanked(&annotated.code), "let (a, _) = pair();\nlet a: P = a + 1;");
     }
 
     #[test]

@@ -302,6 +302,12 @@ impl WorkerHandle {
         true
     }
 
+    /// Kills the engine's process group (evcxr, the worker, any cargo or rustc) with SIGKILL, for
+    /// a launcher told to stop at once.
+    pub fn kill_engine(&self) {
+        self.link.kill_engine();
+    }
+
     /// The engine process's pid, while one runs (for `usage_request`).
     pub fn engine_pid(&self) -> Option<u32> {
         self.link.engine_pid()

@@ -1,5 +1,6 @@
 //! Glue that runs a kernel: bind the channels, start their tasks, and wait for a reason to stop
-//! (a shutdown request, the parent process going away, or SIGTERM). SIGINT never stops it.
+//! (a shutdown request, the parent process going away, SIGTERM, or a launcher's request). SIGINT
+//! never stops it.
 
 use crate::protocol::connection::ConnectionInfo;
 use crate::kernel::engine::{Engine, EngineFolder};
@@ -9,14 +10,80 @@ use crate::kernel::transport::{self, Sockets};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+/// What a launcher (`crate::launch`: Enterprise Gateway's communication port) asks of a running
+/// kernel from outside the Jupyter channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum External {
+    /// Interrupt the running cell, exactly as `interrupt_request` does.
+    Interrupt,
+    /// Stop as on `shutdown_request` or SIGTERM.
+    Shutdown,
+    /// Stop at once: the engine's process group (evcxr, the worker, cargo) is killed first.
+    Kill,
+}
+
+/// How the kernel is run.
+pub struct ServeOptions {
+    /// Exit when the process that started the kernel goes away (`JPY_PARENT_PID`, or being
+    /// re-parented). A launcher turns it off: Enterprise Gateway may start it detached (`nohup
+    /// … &` over ssh) and governs its life through the communication port instead.
+    pub watch_parent: bool,
+    /// Requests from a launcher.
+    pub external: Option<mpsc::UnboundedReceiver<External>>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions { watch_parent: true, external: None }
+    }
+}
 
 /// Runs the kernel until it is told to stop.
 pub async fn serve(info: ConnectionInfo, engine_folder: EngineFolder) -> Result<(), transport::BindError> {
     // First, so that a SIGINT sent as soon as the kernel answers cannot find the default action.
-    let mut interrupts = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let signals = Signals::install();
     let sockets = Sockets::bind(&info).await?;
+    serve_bound(info, sockets, engine_folder, signals, ServeOptions::default()).await;
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, taken over from their default actions.
+pub struct Signals {
+    interrupts: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (inside a tokio runtime). Before the sockets are bound, so no
+    /// frontend can learn of the kernel while a SIGINT would still kill it.
+    pub fn install() -> Signals {
+        Signals {
+            interrupts: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            terminate: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+        }
+    }
+}
+
+/// Waits for the next launcher request; never, when there is no launcher.
+async fn next_external(external: &mut Option<mpsc::UnboundedReceiver<External>>) -> Option<External> {
+    match external {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the kernel on sockets already bound for `info` (a launcher binds them itself, to choose
+/// ports in its range) until it is told to stop.
+pub async fn serve_bound(
+    info: ConnectionInfo,
+    sockets: Sockets,
+    engine_folder: EngineFolder,
+    signals: Signals,
+    mut options: ServeOptions,
+) {
+    let Signals { mut interrupts, mut terminate } = signals;
     // Start evcxr now, so its warm-up overlaps the frontend's first kernel_info round trip.
     let engine = Engine::start(engine_folder);
     let session = uuid::Uuid::new_v4().to_string();
@@ -86,9 +153,21 @@ pub async fn serve(info: ConnectionInfo, engine_folder: EngineFolder) -> Result<
             _ = interrupts.recv() => {
                 state.worker.interrupt(crate::kernel::engine::interrupt_grace());
             }
-            _ = parent_check.tick() => if !parent.alive() {
+            _ = parent_check.tick(), if options.watch_parent => if !parent.alive() {
                 eprintln!("torchbook: parent process is gone; exiting");
                 break;
+            },
+            request = next_external(&mut options.external) => match request {
+                // The same path as interrupt_request on control.
+                Some(External::Interrupt) => {
+                    state.worker.interrupt(crate::kernel::engine::interrupt_grace());
+                }
+                Some(External::Shutdown) => break,
+                Some(External::Kill) => {
+                    state.worker.kill_engine();
+                    break;
+                }
+                None => options.external = None,
             },
         }
     }
@@ -96,7 +175,6 @@ pub async fn serve(info: ConnectionInfo, engine_folder: EngineFolder) -> Result<
     tokio::time::sleep(Duration::from_millis(50)).await;
     iopub.flush().await;
     state.worker.kill();
-    Ok(())
 }
 
 /// Notices when the process that started us has gone away, so no kernel is left orphaned.
