@@ -23,8 +23,9 @@ LIBTORCH_HOME := $(CACHE)/libtorch-$(TORCH_VERSION)-cpu
 export LIBTORCH := $(LIBTORCH_HOME)/torch
 export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 export TORCHBOOK_CACHE := $(CACHE)
-# Data sets for the example notebooks (scripts/fetch_data.py), keyed by the script that fetches them.
-DATA := $(CACHE)/data-$(shell sha256sum scripts/fetch_data.py | cut -c1-12)
+# Data sets for the example notebooks (scripts/fetch_data.py, then scripts/write_parquet.py with
+# the venv's pyarrow), keyed by the scripts that make them.
+DATA := $(CACHE)/data-$(shell cat scripts/fetch_data.py scripts/write_parquet.py | sha256sum | cut -c1-12)
 export TORCHBOOK_DATA := $(DATA)
 # One profile for tests, demo and benchmarks: the dependencies (evcxr, rust-analyzer) are built once.
 PROFILE := release
@@ -70,8 +71,9 @@ $(VENV)/.papermill-torchbook-$(PAPERMILL_PLUGIN_KEY): $(VENV)/.complete
 venv: $(VENV)/.complete $(VENV)/.papermill-torchbook-$(PAPERMILL_PLUGIN_KEY)
 	ln -sfn $(VENV) .venv
 
-$(DATA)/.complete:
+$(DATA)/.complete: | $(VENV)/.complete
 	$(PYTHON) scripts/fetch_data.py $(DATA)
+	$(VENV)/bin/python scripts/write_parquet.py $(DATA)
 	touch $@
 
 data: $(DATA)/.complete
@@ -148,8 +150,9 @@ age-cli:
 	@command -v age >/dev/null || { apt-get install -y -q age >/dev/null 2>&1 || sudo -n apt-get install -y -q age >/dev/null 2>&1; } \
 	  || { echo "cannot install Debian's age package (apt-get install age): the encryption tests need the age command"; exit 1; }
 
+# pyarrow (in the venv) writes the Parquet and Feather files the columnar loaders' tests read.
 test-rust: kernelspec age-cli
-	cargo test --$(PROFILE) --locked --workspace
+	TORCHBOOK_TEST_PYTHON=$(VENV)/bin/python cargo test --$(PROFILE) --locked --workspace
 
 test-python: kernelspec
 	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl TORCHBOOK_SPARE_ENGINE=0 \
