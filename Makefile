@@ -258,3 +258,17 @@ test-fuzz: fuzz-build
 
 fuzz-long: fuzz-build
 	$(call fuzz-run,long,$(FUZZ_LONG))
+
+# Serving (docs/DEPLOYMENT.md, "Serving a trained model"): `torchbook-serve` is built by `build`
+# with the workspace, and its tests (tests/serve, tests/runtime/export.rs) run in `test-rust`.
+# `bench-serve` needs full PyTorch: it checks that torch.jit.load reads the runtime's
+# TorchScript exports (float32 equal to the model, 16-bit within a point of its accuracy), then
+# measures torchbook serve against a minimal Python server of the same file at 1, 8 and 64
+# clients (docs/PERFORMANCE.md, "Serving"). Output also in build/bench/serve.txt.
+.PHONY: bench-serve
+bench-serve: build data $(TORCH_VENV)/.complete
+	cargo build --$(PROFILE) --locked -p torchbook-serve --examples
+	mkdir -p build/bench
+	set -o pipefail; $(TORCH_VENV)/bin/python benches/serve_bench.py \
+	  --serve-bin $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook-serve --examples-dir $(CARGO_TARGET_DIR)/$(PROFILE)/examples \
+	  | tee build/bench/serve.txt
