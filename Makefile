@@ -32,7 +32,8 @@ BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
 .PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli test test-rust test-python test-prelude-cold bench bench-latency bench-fit clean-cache \
-  cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui eg-venv test-eg
+  cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui eg-venv test-eg \
+  hub-venv shared-install test-shared
 
 all: build
 
@@ -92,7 +93,7 @@ demo: kernelspec
 	@echo "Rendered notebooks: $$(ls build/examples/*.html)"
 	@echo "Metrics: $$(cat build/metrics/*.json)"
 
-test: test-prelude-cold test-rust test-python test-ui test-fuzz test-eg
+test: test-prelude-cold test-rust test-python test-ui test-fuzz test-eg test-shared
 
 # The prelude built from nothing into an empty cache by a kernel's first cell, as for a user whose
 # kernel starts before any `torchbook install` built it, under a time limit (a hang fails instead
@@ -141,7 +142,52 @@ eg-venv: $(EG_VENV)/.complete
 # (docs/DEPLOYMENT.md): cells, interrupt, restart and delete over EG's REST API and websocket.
 test-eg: kernelspec eg-venv
 	TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl TORCHBOOK_SPARE_ENGINE=0 \
-	  $(EG_VENV)/bin/python -m pytest -q -s tests/deploy
+	  $(EG_VENV)/bin/python -m pytest -q -s tests/deploy/test_enterprise_gateway.py
+
+# A shared install for every user (docs/DEPLOYMENT.md, "JupyterHub and shared installs"), tested
+# as an unprivileged user, directly and through JupyterHub. Nothing of it may live under /root
+# (mode 0700): the install, the hub's venv (Debian's python3, not pyenv's under /root: the
+# spawned single-user server runs as the test user) and configurable-http-proxy (npm) go to
+# SHARED_ROOT, kept between runs like the cache. The install copies libtorch and the toolchain
+# there once (≈ 1.9 GB) and builds its prelude when its key changes (minutes), else finds it.
+SHARED_ROOT ?= /opt/torchbook-test
+SHARED_DIR := $(SHARED_ROOT)/install
+HUB_PYTHON := /usr/bin/python3
+HUB_PY_VERSION = $(shell $(HUB_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+HUB_VENV = $(SHARED_ROOT)/venv-hub-$(shell cat requirements-hub.txt | sha256sum | cut -c1-16)-py$(HUB_PY_VERSION)
+CHP_VERSION := 4.6.3
+CHP_HOME := $(SHARED_ROOT)/configurable-http-proxy-$(CHP_VERSION)
+
+$(HUB_VENV)/.complete:
+	@test -x $(HUB_PYTHON) || { apt-get install -y -q python3-venv >/dev/null 2>&1; } \
+	  || { echo "cannot install Debian's python3 (the hub's venv must not depend on a python under /root)"; exit 1; }
+	rm -rf $(HUB_VENV)
+	$(HUB_PYTHON) -m venv $(HUB_VENV)
+	$(HUB_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-hub.txt
+	chmod -R a+rX,go-w $(HUB_VENV)
+	touch $@
+
+$(CHP_HOME)/.complete:
+	@command -v npm >/dev/null || { apt-get install -y -q nodejs npm >/dev/null 2>&1; } \
+	  || { echo "cannot install Debian's nodejs and npm packages: JupyterHub's proxy needs them"; exit 1; }
+	rm -rf $(CHP_HOME)
+	npm install --silent --no-fund --no-audit --prefix $(CHP_HOME) configurable-http-proxy@$(CHP_VERSION)
+	chmod -R a+rX,go-w $(CHP_HOME)
+	touch $@
+
+hub-venv: $(HUB_VENV)/.complete $(CHP_HOME)/.complete
+
+# What an administrator runs (as root), into a folder every user can read.
+shared-install: build
+	mkdir -p $(SHARED_ROOT) && chmod 755 $(SHARED_ROOT)
+	set -o pipefail; start=$$(date +%s); \
+	$(BIN) install --shared $(SHARED_DIR) --prefix $(SHARED_DIR) --libtorch $(LIBTORCH) | tee $(CACHE)/shared-install.log; \
+	echo "shared install: $$(( $$(date +%s) - start )) s"
+
+test-shared: shared-install hub-venv
+	TORCHBOOK_SHARED=$(SHARED_DIR) TORCHBOOK_SHARED_PREFIX=$(SHARED_DIR) \
+	  CHP=$(CHP_HOME)/node_modules/.bin/configurable-http-proxy \
+	  $(HUB_VENV)/bin/python -m pytest -q -s -p no:cacheprovider tests/deploy/test_shared_install.py
 
 # The `age` command, for the tests that exchange encrypted files with it (Debian's package).
 age-cli:
