@@ -23,15 +23,16 @@ LIBTORCH_HOME := $(CACHE)/libtorch-$(TORCH_VERSION)-cpu
 export LIBTORCH := $(LIBTORCH_HOME)/torch
 export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 export TORCHBOOK_CACHE := $(CACHE)
-# Data sets for the example notebooks (scripts/fetch_data.py), keyed by the script that fetches them.
-DATA := $(CACHE)/data-$(shell sha256sum scripts/fetch_data.py | cut -c1-12)
+# Data sets for the example notebooks (scripts/fetch_data.py, then scripts/write_parquet.py with
+# the venv's pyarrow), keyed by the scripts that make them.
+DATA := $(CACHE)/data-$(shell cat scripts/fetch_data.py scripts/write_parquet.py | sha256sum | cut -c1-12)
 export TORCHBOOK_DATA := $(DATA)
 # One profile for tests, demo and benchmarks: the dependencies (evcxr, rust-analyzer) are built once.
 PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli test test-rust test-python test-prelude-cold bench bench-latency bench-fit clean-cache \
+.PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli test test-rust test-python test-prelude-cold bench bench-latency bench-fit bench-apps clean-cache \
   cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui eg-venv test-eg \
   hub-venv shared-install test-shared podman-tools image-base image test-image
 
@@ -71,8 +72,9 @@ $(VENV)/.papermill-torchbook-$(PAPERMILL_PLUGIN_KEY): $(VENV)/.complete
 venv: $(VENV)/.complete $(VENV)/.papermill-torchbook-$(PAPERMILL_PLUGIN_KEY)
 	ln -sfn $(VENV) .venv
 
-$(DATA)/.complete:
+$(DATA)/.complete: | $(VENV)/.complete
 	$(PYTHON) scripts/fetch_data.py $(DATA)
+	$(VENV)/bin/python scripts/write_parquet.py $(DATA)
 	touch $@
 
 data: $(DATA)/.complete
@@ -197,8 +199,9 @@ age-cli:
 	@command -v age >/dev/null || { apt-get install -y -q age >/dev/null 2>&1 || sudo -n apt-get install -y -q age >/dev/null 2>&1; } \
 	  || { echo "cannot install Debian's age package (apt-get install age): the encryption tests need the age command"; exit 1; }
 
+# pyarrow (in the venv) writes the Parquet and Feather files the columnar loaders' tests read.
 test-rust: kernelspec age-cli
-	cargo test --$(PROFILE) --locked --workspace
+	TORCHBOOK_TEST_PYTHON=$(VENV)/bin/python cargo test --$(PROFILE) --locked --workspace
 
 test-python: kernelspec
 	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl TORCHBOOK_SPARE_ENGINE=0 \
@@ -242,6 +245,14 @@ bench-fit: build $(TORCH_VENV)/.complete
 	cargo build --$(PROFILE) --locked -p torchbook --example fit_throughput
 	$(VENV)/bin/python benches/fit_throughput.py --bench-bin $(CARGO_TARGET_DIR)/$(PROFILE)/examples/fit_throughput \
 	  --python $(TORCH_VENV)/bin/python
+
+# Time to the notebooks' target accuracy, torchbook's fit against PyTorch eager, alternating,
+# medians over 3 runs (benches/time_to_accuracy.py); the table goes to docs/PERFORMANCE.md.
+bench-apps: build data $(TORCH_VENV)/.complete
+	cargo build --$(PROFILE) --locked -p torchbook --example time_to_accuracy
+	mkdir -p build/bench
+	$(PYTHON) benches/time_to_accuracy.py --bench-bin $(CARGO_TARGET_DIR)/$(PROFILE)/examples/time_to_accuracy \
+	  --python $(TORCH_VENV)/bin/python --out build/bench/apps.json
 
 clean-cache:
 	rm -rf $(CACHE)
@@ -344,3 +355,17 @@ image: shared-install image-base
 test-image: image hub-venv
 	IMAGE=$(IMAGE) PODMAN="$(PODMAN)" PODMAN_FLAGS="$(PODMAN_FLAGS)" TORCHBOOK_DIR=$(SHARED_DIR) \
 	  $(HUB_VENV)/bin/python -m pytest -q -s -p no:cacheprovider tests/deploy/test_image.py
+
+# Serving (docs/DEPLOYMENT.md, "Serving a trained model"): `torchbook-serve` is built by `build`
+# with the workspace, and its tests (tests/serve, tests/runtime/export.rs) run in `test-rust`.
+# `bench-serve` needs full PyTorch: it checks that torch.jit.load reads the runtime's
+# TorchScript exports (float32 equal to the model, 16-bit within a point of its accuracy), then
+# measures torchbook serve against a minimal Python server of the same file at 1, 8 and 64
+# clients (docs/PERFORMANCE.md, "Serving"). Output also in build/bench/serve.txt.
+.PHONY: bench-serve
+bench-serve: build data $(TORCH_VENV)/.complete
+	cargo build --$(PROFILE) --locked -p torchbook-serve --examples
+	mkdir -p build/bench
+	set -o pipefail; $(TORCH_VENV)/bin/python benches/serve_bench.py \
+	  --serve-bin $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook-serve --examples-dir $(CARGO_TARGET_DIR)/$(PROFILE)/examples \
+	  | tee build/bench/serve.txt

@@ -1,6 +1,6 @@
 //! `torchbook`: the binary is glue. `kernel` runs a Jupyter kernel for a connection file;
-//! `launch` runs one for Jupyter Enterprise Gateway; `install` writes the kernelspec. The logic
-//! lives in the modules below.
+//! `launch` runs one for Jupyter Enterprise Gateway; `install` writes the kernelspec; `serve`
+//! executes the `torchbook-serve` binary beside this one. The logic lives in the modules below.
 
 use anyhow::Context;
 use torchbook_kernel::engine::{self, cell_build};
@@ -11,6 +11,8 @@ use torchbook_kernel::{install, launch, prelude, trace, workdir, worker};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+mod external;
 
 #[derive(Parser)]
 #[command(name = "torchbook", version, about = "A Jupyter kernel for Rust notebooks with tch preloaded")]
@@ -38,6 +40,13 @@ enum Command {
     Launch(LaunchArgs),
     /// Install the kernelspec so Jupyter frontends can find torchbook.
     Install(InstallArgs),
+    /// Serve a TorchScript model over HTTP (runs `torchbook-serve`, next to this binary; see
+    /// `torchbook serve --help`).
+    #[command(disable_help_flag = true)]
+    Serve {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Build the prelude cache (run by `install` and by the first kernel that needs it).
     #[command(hide = true)]
     BuildPrelude,
@@ -204,6 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             served?;
             std::process::exit(0);
         }
+        Command::Serve { args } => Err(external::exec_sibling("torchbook-serve", &args)),
         Command::Engine => {
             std::sync::LazyLock::force(&trace::PROCESS_START);
             std::process::exit(engine::run());

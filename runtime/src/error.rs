@@ -42,6 +42,14 @@ pub enum Error {
     /// encrypted where plain data was expected (and the reverse).
     #[error("{path}: {message}")]
     Crypto { path: PathBuf, message: String },
+    /// A model could not be exported faithfully (TorchScript): what was expected of the example
+    /// input or of the traced module, and what was found.
+    #[error("export to {path}: expected {expected}, found {found}")]
+    Export {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     /// The API was used in the wrong order or with impossible settings.
     #[error("{0}")]
     Usage(String),

@@ -24,6 +24,7 @@ pub mod datasets;
 pub mod detection;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod history;
 pub mod input;
 pub mod interrupt;
@@ -64,6 +65,7 @@ pub mod prelude {
     pub use crate::layers::*;
     pub use crate::loss::Loss;
     pub use crate::metrics::Metric;
+    pub use crate::export::{ExportReport, Precision};
     pub use crate::model::{Evaluation, FitOptions, Model, Summary, Validation};
     pub use crate::optim::Optimizer;
     pub use crate::display::{

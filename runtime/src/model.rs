@@ -6,6 +6,7 @@ use crate::checkpoint;
 use crate::data::Dataset;
 use crate::device::BestDevice;
 use crate::error::{Error, Result};
+use crate::export::{self, ExportReport, Precision};
 use crate::history::{EpochLog, History};
 use crate::interrupt;
 use crate::layers::{Layer, SummaryRow};
@@ -319,6 +320,26 @@ impl Model {
         }
         progress.finish(&history, note.as_deref());
         Ok(history)
+    }
+
+    /// Writes the model as TorchScript (traced on `example`, a batch like `predict` takes) for
+    /// `torch.jit.load`, tch's `CModule` and `torchbook serve`, with a `<path>.json` sidecar
+    /// describing its input. The traced module is checked against the model first.
+    pub fn export_torchscript(&self, path: impl AsRef<std::path::Path>, example: &Tensor) -> Result<ExportReport> {
+        self.export_torchscript_with(path, example, Precision::F32)
+    }
+
+    /// `export_torchscript` with 16-bit weights and arithmetic (`Precision::F16`/`BF16`): half
+    /// the file; the module still takes and returns `float32`.
+    pub fn export_torchscript_with(&self, path: impl AsRef<std::path::Path>, example: &Tensor, precision: Precision) -> Result<ExportReport> {
+        let model = export::Exportable {
+            vs: &self.vs,
+            net: self.net.as_ref(),
+            input_shape: &self.input_shape,
+            input_kind: self.input_kind,
+            output_shape: &self.output_shape,
+        };
+        export::export(model, path.as_ref(), example, precision)
     }
 
     /// Saves the weights to a `.safetensors` file (sealed when given

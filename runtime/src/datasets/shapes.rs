@@ -3,10 +3,14 @@
 //! Seeded, so the same config gives the same images. Shapes overlap little (their boxes' IoU is
 //! below 0.2) and no two centres share a cell of an 8×8 grid, so a grid detector can find each.
 
-use crate::detection::{Detection, GridSpec};
+use super::scenes::Scenes;
+use crate::detection::Detection;
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 use tch::Tensor;
+
+/// Generated shapes: images `[n, 3, size, size]` and their boxes.
+pub type Shapes = Scenes;
 
 /// Class names, in class-id order.
 pub const SHAPE_CLASSES: [&str; 3] = ["rectangle", "circle", "triangle"];
@@ -41,55 +45,13 @@ impl Default for ShapesConfig {
     }
 }
 
-/// Images `[n, 3, size, size]` and, per image, its boxes in fractions of the image.
-pub struct Shapes {
-    pub images: Tensor,
-    pub boxes: Vec<Vec<Detection>>,
-    pub size: usize,
-}
-
-impl Shapes {
-    /// Detector targets for a grid (see [`GridSpec::encode`]): `[n, cells, cells, 6]`.
-    pub fn targets(&self, grid: &GridSpec) -> Tensor {
-        let encoded: Vec<Tensor> = self.boxes.iter().map(|b| grid.encode(b)).collect();
-        Tensor::stack(&encoded, 0)
-    }
-
-    /// A `Dataset` of images and grid targets, ready for `fit`.
-    pub fn dataset(&self, grid: &GridSpec) -> Result<crate::data::Dataset> {
-        crate::data::Dataset::new(self.images.shallow_clone(), self.targets(grid))
-    }
-
-    /// Boxes of image `i` in pixels, e.g. for drawing.
-    pub fn pixel_boxes(&self, i: usize) -> Vec<Detection> {
-        self.boxes[i].iter().map(|b| b.scaled(self.size as f32)).collect()
-    }
-}
-
-struct Rng(SplitMix64);
-
-impl Rng {
-    fn uniform(&mut self) -> f32 {
-        (self.0.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.0.next_u64() % (hi - lo + 1) as u64) as usize
-    }
-
-    fn normal(&mut self) -> f32 {
-        let (u1, u2) = (self.uniform().max(1e-7), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
-    }
-}
-
 /// Generates the data set described by `config`.
 pub fn shapes(config: &ShapesConfig) -> Result<Shapes> {
     let c = config;
     if c.size < 16 || c.min_side < 4 || c.max_side < c.min_side || c.max_side > c.size || c.max_objects < c.min_objects {
         return Err(Error::Usage(format!("shapes: inconsistent config {c:?}")));
     }
-    let mut rng = Rng(SplitMix64::new(c.seed ^ 0x5ea_5eed));
+    let mut rng = SplitMix64::new(c.seed ^ 0x5ea_5eed);
     let s = c.size;
     let mut pixels = vec![0f32; c.images * 3 * s * s];
     let mut all_boxes = Vec::with_capacity(c.images);
@@ -167,5 +129,5 @@ pub fn shapes(config: &ShapesConfig) -> Result<Shapes> {
         all_boxes.push(boxes);
     }
     let images = Tensor::from_slice(&pixels).reshape([c.images as i64, 3, s as i64, s as i64]);
-    Ok(Shapes { images, boxes: all_boxes, size: s })
+    Ok(Scenes { images, boxes: all_boxes, size: s })
 }
