@@ -33,7 +33,8 @@ BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
 .PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli test test-rust test-python test-prelude-cold bench bench-latency bench-fit bench-apps clean-cache \
-  cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui eg-venv test-eg
+  cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui eg-venv test-eg \
+  hub-venv shared-install test-shared podman-tools image-base image test-image
 
 all: build
 
@@ -94,7 +95,7 @@ demo: kernelspec
 	@echo "Rendered notebooks: $$(ls build/examples/*.html)"
 	@echo "Metrics: $$(cat build/metrics/*.json)"
 
-test: test-prelude-cold test-rust test-python test-ui test-fuzz test-eg
+test: test-prelude-cold test-rust test-python test-ui test-fuzz test-eg test-shared
 
 # The prelude built from nothing into an empty cache by a kernel's first cell, as for a user whose
 # kernel starts before any `torchbook install` built it, under a time limit (a hang fails instead
@@ -113,9 +114,9 @@ test-prelude-cold: kernelspec
 	else code=$$?; rm -rf $$dir; echo "cold prelude build failed (exit $$code; 124: it hung past 30 min)"; exit 1; fi
 
 # What does not fit CI's budget, run before resolving the issues that need it: 1,000,000 fuzz
-# inputs per target, then eight kernels at once each running a notebook with a `fit` (spares on,
+# inputs per target, the container image built and run (test-image), then eight kernels at once each running a notebook with a `fit` (spares on,
 # as users get them), whose wall time and peak memory go to build/load/eight-kernels.json.
-test-slow: kernelspec fuzz-long
+test-slow: kernelspec fuzz-long test-image
 	JUPYTER_PATH=$(VENV)/share/jupyter TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl \
 	  $(VENV)/bin/python -m pytest -q -s tests/slow
 
@@ -143,7 +144,55 @@ eg-venv: $(EG_VENV)/.complete
 # (docs/DEPLOYMENT.md): cells, interrupt, restart and delete over EG's REST API and websocket.
 test-eg: kernelspec eg-venv
 	TORCHBOOK_HISTORY=$(CACHE)/test-history.jsonl TORCHBOOK_SPARE_ENGINE=0 \
-	  $(EG_VENV)/bin/python -m pytest -q -s tests/deploy
+	  $(EG_VENV)/bin/python -m pytest -q -s tests/deploy/test_enterprise_gateway.py
+
+# A shared install for every user (docs/DEPLOYMENT.md, "JupyterHub and shared installs"), tested
+# as an unprivileged user, directly and through JupyterHub. Nothing of it may live under /root
+# (mode 0700): the install goes to SHARED_DIR (the container image carries the same folder at the
+# same path, so its prelude is built once for both), the hub's venv (Debian's python3, not
+# pyenv's under /root: the spawned single-user server runs as the test user) and
+# configurable-http-proxy (npm) to SHARED_ROOT; both are kept between runs like the cache. The
+# install copies libtorch and the toolchain there once (≈ 1.9 GB) and builds its prelude when its
+# key changes (minutes), else finds it.
+SHARED_ROOT ?= /opt/torchbook-test
+SHARED_DIR ?= /opt/torchbook
+HUB_PYTHON := /usr/bin/python3
+HUB_PY_VERSION = $(shell $(HUB_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+HUB_VENV = $(SHARED_ROOT)/venv-hub-$(shell cat requirements-hub.txt | sha256sum | cut -c1-16)-py$(HUB_PY_VERSION)
+CHP_VERSION := 4.6.3
+CHP_HOME := $(SHARED_ROOT)/configurable-http-proxy-$(CHP_VERSION)
+
+$(HUB_VENV)/.complete:
+	mkdir -p $(SHARED_ROOT) && chmod 755 $(SHARED_ROOT)
+	@test -x $(HUB_PYTHON) || { apt-get install -y -q python3-venv >/dev/null 2>&1; } \
+	  || { echo "cannot install Debian's python3 (the hub's venv must not depend on a python under /root)"; exit 1; }
+	rm -rf $(HUB_VENV)
+	$(HUB_PYTHON) -m venv $(HUB_VENV)
+	$(HUB_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-hub.txt
+	chmod -R a+rX,go-w $(HUB_VENV)
+	touch $@
+
+$(CHP_HOME)/.complete:
+	mkdir -p $(SHARED_ROOT) && chmod 755 $(SHARED_ROOT)
+	@command -v npm >/dev/null || { apt-get install -y -q nodejs npm >/dev/null 2>&1; } \
+	  || { echo "cannot install Debian's nodejs and npm packages: JupyterHub's proxy needs them"; exit 1; }
+	rm -rf $(CHP_HOME)
+	npm install --silent --no-fund --no-audit --prefix $(CHP_HOME) configurable-http-proxy@$(CHP_VERSION)
+	chmod -R a+rX,go-w $(CHP_HOME)
+	touch $@
+
+hub-venv: $(HUB_VENV)/.complete $(CHP_HOME)/.complete
+
+# What an administrator runs (as root), into a folder every user can read.
+shared-install: build
+	set -o pipefail; start=$$(date +%s); \
+	$(BIN) install --shared $(SHARED_DIR) --prefix $(SHARED_DIR) --libtorch $(LIBTORCH) | tee $(CACHE)/shared-install.log; \
+	echo "shared install: $$(( $$(date +%s) - start )) s"
+
+test-shared: shared-install hub-venv
+	TORCHBOOK_SHARED=$(SHARED_DIR) TORCHBOOK_SHARED_PREFIX=$(SHARED_DIR) \
+	  CHP=$(CHP_HOME)/node_modules/.bin/configurable-http-proxy \
+	  $(HUB_VENV)/bin/python -m pytest -q -s -p no:cacheprovider tests/deploy/test_shared_install.py
 
 # The `age` command, for the tests that exchange encrypted files with it (Debian's package).
 age-cli:
@@ -258,6 +307,54 @@ test-fuzz: fuzz-build
 
 fuzz-long: fuzz-build
 	$(call fuzz-run,long,$(FUZZ_LONG))
+
+# The container image (Containerfile): podman from Debian's packages, a Debian base made here with
+# debootstrap (no image registry is needed), and the shared install copied in. On this machine
+# (itself a container) crun fails ("cgroups in hybrid mode not supported") and podman's default
+# rlimits exceed the hard limits it may set ("setrlimit `RLIMIT_NOFILE`: Operation not
+# permitted"), hence runc and explicit --ulimit; host networking (no bridge needed).
+IMAGE ?= localhost/torchbook:latest
+# What cells need besides the install: python3 for JupyterLab, a C toolchain to link with (g++
+# for libstdc++'s link library: libtorch's wrapper asks for -lstdc++). The base's tag is keyed by
+# this list, so a changed list makes a new base.
+IMAGE_PACKAGES := python3,python3-venv,gcc,g++,libc6-dev,ca-certificates
+IMAGE_BASE ?= localhost/torchbook-base:bookworm-$(shell echo $(IMAGE_PACKAGES) | sha256sum | cut -c1-8)
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+PODMAN ?= podman --runtime runc
+PODMAN_FLAGS ?= --network host --ulimit nofile=4096:4096 --ulimit nproc=4096:4096
+# pip in the build trusts the host's CA bundle (mounted, not copied: this network intercepts TLS).
+HOST_CA ?= $(firstword $(wildcard /etc/ssl/certs/ca-certificates.crt))
+
+podman-tools:
+	@{ command -v podman && command -v runc && command -v debootstrap; } >/dev/null \
+	  || apt-get install -y -q podman runc debootstrap >/dev/null 2>&1 \
+	  || { echo "cannot install Debian's podman, runc and debootstrap packages: make image needs them"; exit 1; }
+
+# Made once per package list.
+image-base: podman-tools
+	@if $(PODMAN) image exists $(IMAGE_BASE); then echo "$(IMAGE_BASE): made before"; exit 0; fi; \
+	dir=$$(mktemp -d); start=$$(date +%s); \
+	if ! debootstrap --variant=minbase --include=$(IMAGE_PACKAGES) \
+	    bookworm $$dir/rootfs $(DEBIAN_MIRROR) > $$dir/debootstrap.log 2>&1; then \
+	  tail -20 $$dir/debootstrap.log; rm -rf $$dir; exit 1; fi; \
+	tar -C $$dir/rootfs -c . | $(PODMAN) import - $(IMAGE_BASE); code=$$?; rm -rf $$dir; \
+	echo "$(IMAGE_BASE): $$(( $$(date +%s) - start )) s"; exit $$code
+
+image: shared-install image-base
+	dir=$$(mktemp -d); cp Containerfile requirements-hub.txt $$dir/; start=$$(date +%s); \
+	stamp=$$(cd $(SHARED_DIR) && { ls cache; stat -c '%s %Y' bin/torchbook; cat */.torchbook-copied-from; \
+	  find src share -type f | LC_ALL=C sort | xargs sha256sum; } 2>/dev/null | sha256sum | cut -c1-16); \
+	$(PODMAN) build $(PODMAN_FLAGS) --build-arg BASE=$(IMAGE_BASE) --build-arg TORCHBOOK_DIR=$(SHARED_DIR) \
+	  --build-arg TORCHBOOK_STAMP=$$stamp \
+	  $(if $(HOST_CA),-v $(HOST_CA):/run/host-ca.crt:ro --build-arg HOST_CA=/run/host-ca.crt) \
+	  -v $(SHARED_DIR):/mnt/torchbook:ro -t $(IMAGE) -f $$dir/Containerfile $$dir; code=$$?; rm -rf $$dir; \
+	echo "image $(IMAGE): $$(( $$(date +%s) - start )) s"; exit $$code
+
+# The image run as a JupyterLab server (as its user jovyan), a tch cell through its REST API and
+# websocket (tests/deploy/test_image.py).
+test-image: image hub-venv
+	IMAGE=$(IMAGE) PODMAN="$(PODMAN)" PODMAN_FLAGS="$(PODMAN_FLAGS)" TORCHBOOK_DIR=$(SHARED_DIR) \
+	  $(HUB_VENV)/bin/python -m pytest -q -s -p no:cacheprovider tests/deploy/test_image.py
 
 # Serving (docs/DEPLOYMENT.md, "Serving a trained model"): `torchbook-serve` is built by `build`
 # with the workspace, and its tests (tests/serve, tests/runtime/export.rs) run in `test-rust`.

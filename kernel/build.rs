@@ -10,9 +10,11 @@ fn main() {
         .and_then(|s| s.split_whitespace().nth(1).map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=TORCHBOOK_RUSTC_VERSION={version}");
-    // Where the toolchain's `libstd-*.so` lives: cells are built with `-C prefer-dynamic`, and
-    // the relative RUNPATH rustc gives them does not survive evcxr copying the library one
-    // folder up (it resolves only when the folder is shallow enough, e.g. under /tmp).
+    // The toolchain's sysroot: cells are built with its cargo and rustc (`cell_build`), and
+    // its `lib/rustlib/<target>/lib` (the shared `libstd-*.so`) goes on the worker's library
+    // path (`prelude::prepare_library_path`): cells are built with `-C prefer-dynamic`, and the
+    // relative RUNPATH rustc gives them does not survive evcxr copying the library one folder
+    // up. `TORCHBOOK_TOOLCHAIN` names another copy of it at run time (a shared install's).
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let sysroot = std::process::Command::new(rustc)
         .args(["--print", "sysroot"])
@@ -22,10 +24,8 @@ fn main() {
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
     let target = std::env::var("TARGET").unwrap_or_default();
-    println!("cargo:rustc-env=TORCHBOOK_RUST_STD_LIB={sysroot}/lib/rustlib/{target}/lib");
     // evcxr builds cells for this target, into `target/<target>/debug` of its folder.
     println!("cargo:rustc-env=TORCHBOOK_TARGET={target}");
-    // Cells are built with this toolchain's cargo and rustc (`cell_build`).
     println!("cargo:rustc-env=TORCHBOOK_RUST_SYSROOT={sysroot}");
     println!("cargo:rerun-if-env-changed=RUSTC");
     // The worker's interrupt flag must be visible to cell libraries through dlsym.

@@ -1,6 +1,9 @@
 //! `torchbook install`: writes the kernelspec (kernel.json and logos) where Jupyter looks for it.
 //! Re-running replaces the previous spec of the same name. `--enterprise-gateway` writes the
 //! variant Jupyter Enterprise Gateway starts through `torchbook launch` (docs/DEPLOYMENT.md).
+//! `--shared DIR` first lays out an install every user can run (`shared`).
+
+pub mod shared;
 
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,9 @@ pub struct InstallOptions {
     pub libtorch: Option<PathBuf>,
     /// A kernelspec for Jupyter Enterprise Gateway rather than a local frontend.
     pub enterprise_gateway: bool,
+    /// The shared install this kernelspec runs (`--shared`): its binary, libtorch, toolchain,
+    /// registry and read-only prelude cache; `libtorch` is then its libtorch.
+    pub shared: Option<shared::SharedLayout>,
 }
 
 /// The process proxy Enterprise Gateway starts the kernel with: on the hosts of
@@ -32,11 +38,11 @@ pub const EG_PROCESS_PROXY: &str = "enterprise_gateway.services.processproxies.d
 /// Where the toolchain that builds cells (`cargo`, `rustc`) was found at install time, then the
 /// system's folders: Enterprise Gateway gives kernels a bare environment (only `KERNEL_*`,
 /// `EG_INHERITED_ENVS` and the kernelspec's `env`), without the installing user's `PATH`.
-fn kernel_path() -> String {
-    let mut dirs: Vec<String> = Vec::new();
+fn kernel_path(toolchain: Option<&Path>) -> String {
+    let mut dirs: Vec<String> = toolchain.map(|t| t.join("bin").display().to_string()).into_iter().collect();
     if let Some(path) = std::env::var_os("PATH") {
         for tool in ["cargo", "rustc"] {
-            if let Some(dir) = std::env::split_paths(&path).find(|d| d.join(tool).is_file()) {
+            if let Some(dir) = std::env::split_paths(&path).find(|d| d.join(tool).is_file()).filter(|_| toolchain.is_none()) {
                 let dir = dir.display().to_string();
                 if !dirs.contains(&dir) {
                     dirs.push(dir);
@@ -110,8 +116,16 @@ pub fn kernel_json(options: &InstallOptions, binary: &Path) -> serde_json::Value
         let runtime = runtime.canonicalize().unwrap_or(runtime);
         env.insert("TORCHBOOK_RUNTIME".into(), json!(runtime.display().to_string()));
     }
+    if let Some(layout) = &options.shared {
+        for (name, value) in shared::kernel_env(layout) {
+            env.insert(name, json!(value));
+        }
+    }
     // Where `make data` put the example data sets, so notebooks opened in JupyterLab find them.
-    if let Some(data) = std::env::var_os("TORCHBOOK_DATA") {
+    // A shared install's users get it only when they can read it.
+    let data = std::env::var_os("TORCHBOOK_DATA")
+        .filter(|data| options.shared.is_none() || shared::readable_by_all(Path::new(data)));
+    if let Some(data) = data {
         env.insert("TORCHBOOK_DATA".into(), json!(PathBuf::from(data).display().to_string()));
     }
     let binary_path = binary.display().to_string();
@@ -119,10 +133,12 @@ pub fn kernel_json(options: &InstallOptions, binary: &Path) -> serde_json::Value
         "version": env!("CARGO_PKG_VERSION"),
         "binary": binary_path,
         "libtorch": options.libtorch.as_ref().map(|p| p.display().to_string()),
+        "shared": options.shared.as_ref().map(|l| l.root.display().to_string()),
     });
     if options.enterprise_gateway {
-        env.insert("PATH".into(), json!(kernel_path()));
-        if let Some(cache) = std::env::var_os("TORCHBOOK_CACHE") {
+        env.insert("PATH".into(), json!(kernel_path(options.shared.as_ref().map(|l| l.toolchain.as_path()))));
+        // A shared install's kernels keep their own cache (their home's) besides the shared one.
+        if let Some(cache) = std::env::var_os("TORCHBOOK_CACHE").filter(|_| options.shared.is_none()) {
             env.insert("TORCHBOOK_CACHE".into(), json!(PathBuf::from(cache).display().to_string()));
         }
         // EG fills these placeholders in (RemoteKernelManager.format_kernel_cmd).
@@ -234,6 +250,7 @@ mod tests {
             display_name: "Rust (torchbook)".into(),
             libtorch: Some(PathBuf::from("/opt/libtorch")),
             enterprise_gateway: false,
+            shared: None,
         }
     }
 
@@ -272,6 +289,38 @@ mod tests {
         let local = kernel_json(&options(Path::new("/tmp")), Path::new("/bin/torchbook"));
         assert!(local["metadata"].get("process_proxy").is_none());
         assert!(local["env"].get("PATH").is_none());
+    }
+
+    #[test]
+    fn shared_spec_points_at_the_shared_install() {
+        let root = PathBuf::from("/opt/torchbook");
+        let layout = shared::SharedLayout {
+            binary: root.join("bin/torchbook"),
+            runtime: root.join("src/runtime"),
+            libtorch: root.join("libtorch/torch"),
+            toolchain: root.join("toolchain"),
+            cargo_home: root.join("cargo"),
+            cache: root.join("cache"),
+            root,
+        };
+        let mut o = options(Path::new("/tmp"));
+        o.libtorch = Some(layout.libtorch.clone());
+        o.shared = Some(layout);
+        let spec = kernel_json(&o, Path::new("/opt/torchbook/bin/torchbook"));
+        assert_eq!(spec["argv"][0], "/opt/torchbook/bin/torchbook");
+        let env = &spec["env"];
+        assert_eq!(env["LD_LIBRARY_PATH"], "/opt/torchbook/libtorch/torch/lib");
+        assert_eq!(env["TORCHBOOK_RUNTIME"], "/opt/torchbook/src/runtime");
+        assert_eq!(env["TORCHBOOK_SHARED_CACHE"], "/opt/torchbook/cache");
+        assert_eq!(env["TORCHBOOK_TOOLCHAIN"], "/opt/torchbook/toolchain");
+        assert_eq!(env["CARGO_HOME"], "/opt/torchbook/cargo");
+        assert_eq!(env["CARGO_NET_OFFLINE"], "true");
+        assert!(env.get("TORCHBOOK_CACHE").is_none(), "each user's own cache stays theirs");
+        assert_eq!(spec["metadata"]["torchbook"]["shared"], "/opt/torchbook");
+        o.enterprise_gateway = true;
+        let eg = kernel_json(&o, Path::new("/opt/torchbook/bin/torchbook"));
+        assert!(eg["env"]["PATH"].as_str().unwrap().starts_with("/opt/torchbook/toolchain/bin:"));
+        assert!(eg["env"].get("TORCHBOOK_CACHE").is_none());
     }
 
     #[test]

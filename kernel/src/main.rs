@@ -86,15 +86,26 @@ struct LaunchArgs {
 
 #[derive(Args)]
 struct InstallArgs {
-    /// Install for the current user (the default).
-    #[arg(long, conflicts_with_all = ["sys_prefix", "prefix"])]
+    /// Install for the current user (the default, except with --shared).
+    #[arg(long, conflicts_with_all = ["sys_prefix", "prefix", "shared"])]
     user: bool,
     /// Install into the active Python environment (sys.prefix).
     #[arg(long, conflicts_with = "prefix")]
     sys_prefix: bool,
-    /// Install under PREFIX/share/jupyter/kernels.
+    /// Install under PREFIX/share/jupyter/kernels (with --shared: /usr/local unless given).
     #[arg(long)]
     prefix: Option<PathBuf>,
+    /// Install for every user of this machine (JupyterHub): copy the binary, the runtime's
+    /// sources and whatever other users cannot read (libtorch, the toolchain) into DIR, build
+    /// the prelude there once, and point the kernelspec at it; kernels use it read-only. See
+    /// docs/DEPLOYMENT.md.
+    #[arg(long, value_name = "DIR")]
+    shared: Option<PathBuf>,
+    /// With --shared: the toolchain cells are built with (a sysroot: bin/rustc, lib/rustlib
+    /// with rust-src), readable by every user and the rustc torchbook was built with. By
+    /// default the build's own, copied into DIR unless everyone can read it already.
+    #[arg(long, value_name = "DIR", requires = "shared")]
+    toolchain: Option<PathBuf>,
     /// Kernelspec name.
     #[arg(long, default_value = "torchbook")]
     name: String,
@@ -225,16 +236,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let location = match (args.user, args.sys_prefix, args.prefix) {
                 (_, true, _) => install::InstallLocation::SysPrefix,
                 (_, _, Some(prefix)) => install::InstallLocation::Prefix(prefix),
+                _ if args.shared.is_some() => install::InstallLocation::Prefix("/usr/local".into()),
                 _ => install::InstallLocation::User,
             };
-            let options = install::InstallOptions {
+            let mut options = install::InstallOptions {
                 location,
                 name: args.name,
                 display_name: args.display_name,
                 libtorch: args.libtorch,
                 enterprise_gateway: args.enterprise_gateway,
+                shared: None,
             };
-            let binary = std::env::current_exe().context("cannot locate the torchbook binary")?;
+            let mut binary = std::env::current_exe().context("cannot locate the torchbook binary")?;
+            if let Some(root) = &args.shared {
+                let root = std::path::absolute(root).context("--shared")?;
+                let libtorch = options.libtorch.clone().context("--shared needs libtorch (--libtorch or LIBTORCH)")?;
+                anyhow::ensure!(!args.no_prelude, "--shared builds the prelude cache; --no-prelude does not apply");
+                let layout = install::shared::prepare(&root, &binary, &libtorch, args.toolchain.as_deref(), &mut |line| {
+                    println!("{line}")
+                })
+                .map_err(anyhow::Error::msg)?;
+                binary = layout.binary.clone();
+                options.libtorch = Some(layout.libtorch.clone());
+                options.shared = Some(layout);
+            }
             let dir = install::install(&options, &binary)?;
             println!("Installed kernelspec {:?} in {}", options.name, dir.display());
             println!("  binary:   {}", binary.display());
@@ -242,7 +267,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(path) => println!("  libtorch: {}", path.display()),
                 None => println!("  libtorch: none configured (plain Rust cells only)"),
             }
-            if let (Some(libtorch), false) = (&options.libtorch, args.no_prelude) {
+            if let Some(layout) = &options.shared {
+                println!("  shared:   {} (prelude cache {}, read-only for kernels)", layout.root.display(), layout.cache.display());
+                println!("  toolchain: {}", layout.toolchain.display());
+            } else if let (Some(libtorch), false) = (&options.libtorch, args.no_prelude) {
                 // A separate process: evcxr takes its folder from the environment at start.
                 let status = std::process::Command::new(&binary)
                     .arg("build-prelude")

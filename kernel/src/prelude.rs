@@ -7,6 +7,11 @@
 //! it. Each kernel then gets its own working folder seeded from the cache: large, immutable
 //! build artifacts are hard-linked, everything cargo or rustc may rewrite in place is copied.
 //! Two kernels never share a folder, so they can run at once.
+//!
+//! A shared install (`torchbook install --shared`, docs/DEPLOYMENT.md) adds a second, read-only
+//! cache that an administrator built for every user (`TORCHBOOK_SHARED_CACHE`): a kernel seeds
+//! from the prelude there when it has the kernel's key, and otherwise uses (and, if need be,
+//! builds) its own in the user's `TORCHBOOK_CACHE`. Nothing is ever written into the shared one.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -39,7 +44,10 @@ pub struct PreludeConfig {
     /// The `runtime/` crate (package `torchbook`).
     pub runtime: PathBuf,
     pub libtorch: PathBuf,
+    /// The user's own cache, where a missing prelude is built.
     pub cache_root: PathBuf,
+    /// The administrator's read-only cache (`TORCHBOOK_SHARED_CACHE`), looked in first.
+    pub shared_root: Option<PathBuf>,
 }
 
 /// Why a session runs without the prelude.
@@ -67,6 +75,11 @@ pub fn cache_root() -> PathBuf {
     base.join("torchbook")
 }
 
+/// The read-only cache of a shared install: `TORCHBOOK_SHARED_CACHE`, when set and not empty.
+pub fn shared_cache_root() -> Option<PathBuf> {
+    std::env::var_os("TORCHBOOK_SHARED_CACHE").filter(|dir| !dir.is_empty()).map(PathBuf::from)
+}
+
 /// Puts what the evcxr worker needs to load cell libraries on `LD_LIBRARY_PATH`: the
 /// toolchain's shared `libstd` (cells use `-C prefer-dynamic`, and their relative RUNPATH breaks
 /// when evcxr's folder is deep, e.g. under ~/.cache), the folder where cargo puts the prelude's
@@ -77,7 +90,8 @@ pub fn cache_root() -> PathBuf {
 /// `WorkDir::create` (which sets `EVCXR_TMPDIR`) and before any thread starts: it sets an
 /// environment variable.
 pub fn prepare_library_path() {
-    let mut wanted = vec![PathBuf::from(env!("TORCHBOOK_RUST_STD_LIB"))];
+    let std_lib = crate::engine::cell_build::sysroot().join("lib/rustlib").join(env!("TORCHBOOK_TARGET")).join("lib");
+    let mut wanted = vec![std_lib];
     if let Some(evcxr) = std::env::var_os("EVCXR_TMPDIR") {
         wanted.push(cell_dependencies_dir(Path::new(&evcxr)));
     }
@@ -120,7 +134,7 @@ impl PreludeConfig {
         if !runtime.join("Cargo.toml").exists() {
             return Err(PreludeUnavailable::MissingRuntime(runtime));
         }
-        Ok(PreludeConfig { runtime, libtorch, cache_root: cache_root() })
+        Ok(PreludeConfig { runtime, libtorch, cache_root: cache_root(), shared_root: shared_cache_root() })
     }
 
     /// Everything that invalidates a compiled prelude, hashed.
@@ -141,8 +155,20 @@ impl PreludeConfig {
         hex::encode(&hash.finalize()[..8])
     }
 
+    /// The compiled prelude to seed from: the shared cache's when it has this key, else the
+    /// user's own (which may not exist yet).
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_root.join(format!("prelude-{}", self.key()))
+        let name = format!("prelude-{}", self.key());
+        match &self.shared_root {
+            Some(shared) if shared.join(&name).is_dir() => shared.join(name),
+            _ => self.cache_root.join(name),
+        }
+    }
+
+    /// The prelude in the shared cache, if that cache has this key.
+    pub fn shared_dir(&self) -> Option<PathBuf> {
+        let dir = self.shared_root.as_ref()?.join(format!("prelude-{}", self.key()));
+        dir.is_dir().then_some(dir)
     }
 
     /// The workspace lock file, so evcxr resolves the same crate versions we test with.
@@ -223,8 +249,17 @@ fn seed_dir(root: &Path, dir: &Path, target_root: &Path) -> std::io::Result<()> 
             // A folder seeded before (a user's own EVCXR_TMPDIR) holds links into the cache:
             // copying onto one would write into the cache's file.
             let _ = std::fs::remove_file(&dest);
-            if shareable(relative) && std::fs::hard_link(&path, &dest).is_ok() {
-                continue;
+            if shareable(relative) {
+                if std::fs::hard_link(&path, &dest).is_ok() {
+                    continue;
+                }
+                // A cache this user cannot write (a shared install's): Linux refuses hard links
+                // to other users' files (`fs.protected_hardlinks`), and a copy would cost every
+                // kernel ≈ 270 MB. A symbolic link shares the file as well, and nothing written
+                // through it can reach the cache.
+                if !writable(&path) && std::os::unix::fs::symlink(&path, &dest).is_ok() {
+                    continue;
+                }
             }
             std::fs::copy(&path, &dest)?;
             if local_fingerprint(relative) {
@@ -239,6 +274,14 @@ fn seed_dir(root: &Path, dir: &Path, target_root: &Path) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// Whether this process may write `path` (root may write anything).
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return true };
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 /// An exclusive `flock` on a file, released when dropped (or when the process dies).
@@ -328,7 +371,12 @@ mod tests {
 /// Builds the prelude cache in this process (the hidden `torchbook build-prelude` command).
 /// Must run before any other thread starts: evcxr reads its folder from the environment.
 pub fn build_cache(config: &PreludeConfig, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, String> {
-    let final_dir = config.cache_dir();
+    if let Some(shared) = config.shared_dir() {
+        progress(&format!("torchbook prelude already built (shared): {}", shared.display()));
+        return Ok(shared);
+    }
+    // Built into the user's own cache, never into the shared one.
+    let final_dir = config.cache_root.join(format!("prelude-{}", config.key()));
     std::fs::create_dir_all(&config.cache_root).map_err(|e| format!("{}: {e}", config.cache_root.display()))?;
     // One builder at a time per key: kernels started together wait for the first one's build
     // instead of all compiling tch at once.

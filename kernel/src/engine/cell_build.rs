@@ -52,6 +52,20 @@ const STALE_DEPENDENCY_ERRORS: [&str; 4] = ["E0460", "E0461", "E0463", "E0514"];
 /// prelude cache was compiled by it).
 pub(crate) const BUILD_SYSROOT: &str = env!("TORCHBOOK_RUST_SYSROOT");
 
+/// Names the toolchain cells are built with (its sysroot: `bin/rustc`, `lib/rustlib/…`) when
+/// the one this binary was built with is not readable where the kernel runs, e.g. under
+/// `/root/.rustup` for other users of a shared install. It must be the same rustc version
+/// (`torchbook install --toolchain` checks).
+pub const TOOLCHAIN_ENV: &str = "TORCHBOOK_TOOLCHAIN";
+
+/// The sysroot of the cells' toolchain: `TORCHBOOK_TOOLCHAIN`, else [`BUILD_SYSROOT`].
+pub fn sysroot() -> PathBuf {
+    std::env::var_os(TOOLCHAIN_ENV)
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BUILD_SYSROOT))
+}
+
 /// Which role this process was started in, decided from how it was invoked.
 pub enum Role {
     /// Invoked as `cargo` (through the toolchain folder).
@@ -79,7 +93,8 @@ pub fn install_toolchain(folder: &Path) -> std::io::Result<bool> {
     if std::env::var("TORCHBOOK_CELL_CARGO").is_ok_and(|v| v == "1") {
         return Ok(false);
     }
-    let real_bin = Path::new(BUILD_SYSROOT).join("bin");
+    let sysroot = sysroot();
+    let real_bin = sysroot.join("bin");
     let (real_cargo, real_rustc) = (real_bin.join("cargo"), real_bin.join("rustc"));
     if !real_cargo.is_file() || !real_rustc.is_file() {
         return Ok(false);
@@ -95,7 +110,7 @@ pub fn install_toolchain(folder: &Path) -> std::io::Result<bool> {
             std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name()))?;
         }
     }
-    std::os::unix::fs::symlink(Path::new(BUILD_SYSROOT).join("lib"), toolchain.join("lib"))?;
+    std::os::unix::fs::symlink(sysroot.join("lib"), toolchain.join("lib"))?;
     std::os::unix::fs::symlink(std::env::current_exe()?, bin.join("cargo"))?;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let paths = std::iter::once(bin.clone()).chain(std::env::split_paths(&path));

@@ -112,7 +112,7 @@ fn use_trimmed_sources() {
     if std::env::var_os("RUST_SRC_PATH").is_some() || std::env::var("TORCHBOOK_RA_FULL_SYSROOT").is_ok_and(|v| v == "1") {
         return;
     }
-    let library = Path::new(super::cell_build::BUILD_SYSROOT).join("lib/rustlib/src/rust/library");
+    let library = super::cell_build::sysroot().join("lib/rustlib/src/rust/library");
     match trimmed(&library, &crate::prelude::cache_root()) {
         Ok(trimmed) => std::env::set_var("RUST_SRC_PATH", trimmed),
         Err(e) => crate::trace::trace(&format!("rust-analyzer reads the whole standard library ({e})")),
