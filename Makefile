@@ -95,7 +95,9 @@ demo: kernelspec
 	@echo "Rendered notebooks: $$(ls build/examples/*.html)"
 	@echo "Metrics: $$(cat build/metrics/*.json)"
 
-test: test-prelude-cold test-rust test-python test-ui test-fuzz test-eg test-shared
+# Every lock file is checked first: a stale one (fuzz/ has its own workspace) fails in seconds
+# rather than after the suites before it.
+test: lock-files test-prelude-cold test-rust test-python test-ui test-fuzz test-eg test-shared
 
 # The prelude built from nothing into an empty cache by a kernel's first cell, as for a user whose
 # kernel starts before any `torchbook install` built it, under a time limit (a hang fails instead
@@ -280,9 +282,12 @@ $(CARGO_FUZZ_HOME)/.complete:
 
 cargo-fuzz: $(CARGO_FUZZ_HOME)/.complete
 
-# `cargo fetch --locked` fails if fuzz/Cargo.lock is out of date (cargo-fuzz has no --locked).
-fuzz-build: cargo-fuzz libtorch
+# `cargo fetch --locked` fails if a lock file is out of date (cargo-fuzz has no --locked).
+lock-files:
+	cargo fetch --locked --quiet
 	cargo fetch --locked --quiet --manifest-path fuzz/Cargo.toml
+
+fuzz-build: cargo-fuzz libtorch lock-files
 	$(CARGO_FUZZ) fuzz build $(FUZZ_FLAGS)
 
 # $(call fuzz-run,<name>,<libFuzzer options>): each target in turn over its corpus, seeds and
@@ -362,7 +367,7 @@ test-image: image hub-venv
 # TorchScript exports (float32 equal to the model, 16-bit within a point of its accuracy), then
 # measures torchbook serve against a minimal Python server of the same file at 1, 8 and 64
 # clients (docs/PERFORMANCE.md, "Serving"). Output also in build/bench/serve.txt.
-.PHONY: bench-serve
+.PHONY: bench-serve lock-files
 bench-serve: build data $(TORCH_VENV)/.complete
 	cargo build --$(PROFILE) --locked -p torchbook-serve --examples
 	mkdir -p build/bench
