@@ -135,6 +135,8 @@ fn main() -> Result<()> {
             t.model.fit(&t.augmented, FitOptions {
                 epochs,
                 batch_size: t.batch_size,
+                // The PyTorch twin evaluates in batches of 500 too.
+                validation_batch_size: Some(500),
                 verbose: 0,
                 seed,
                 validation: Validation::Data(t.test),

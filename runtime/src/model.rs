@@ -34,6 +34,10 @@ pub struct FitOptions {
     pub epochs: usize,
     pub batch_size: i64,
     pub validation: Validation,
+    /// Batch size for the end-of-epoch validation pass; `None` uses `batch_size`, as Keras's
+    /// `validation_batch_size` does. Evaluation keeps no graph, so a larger one costs little
+    /// memory and saves the per-batch overhead of small steps (recurrent layers above all).
+    pub validation_batch_size: Option<i64>,
     pub shuffle: bool,
     pub seed: u64,
     pub callbacks: Vec<Box<dyn Callback>>,
@@ -48,6 +52,7 @@ impl Default for FitOptions {
             epochs: 1,
             batch_size: 32,
             validation: Validation::None,
+            validation_batch_size: None,
             shuffle: true,
             seed: 0,
             callbacks: Vec::new(),
@@ -209,6 +214,13 @@ impl Model {
     /// `History::interrupted` set and the model as it was after the last batch.
     pub fn fit(&mut self, data: &Dataset, mut options: FitOptions) -> Result<History> {
         self.compiled()?;
+        let validation_batch = options.validation_batch_size.unwrap_or(options.batch_size);
+        if validation_batch < 1 || options.batch_size < 1 {
+            return Err(Error::Usage(format!(
+                "fit: batch sizes must be at least 1, found batch_size {} and validation_batch_size {validation_batch}",
+                options.batch_size
+            )));
+        }
         let (train, validation) = match std::mem::replace(&mut options.validation, Validation::None) {
             Validation::None => (data.clone(), None),
             Validation::Split(fraction) => {
@@ -300,7 +312,7 @@ impl Model {
                 // which ends fit with the History so far.
                 let input = (self.input_shape.as_slice(), self.input_kind);
                 let evaluation =
-                    evaluate_net(&*self.net, &compiled.loss, &compiled.metrics, val, options.batch_size, input, false)?;
+                    evaluate_net(&*self.net, &compiled.loss, &compiled.metrics, val, validation_batch, input, false)?;
                 log.val_loss = Some(evaluation.loss);
                 log.val_metrics = evaluation.metrics;
             }

@@ -235,3 +235,30 @@ fn weights_and_checkpoints_round_trip() {
     assert!(err.is_ok(), "SGD with momentum needs one buffer; Adam's checkpoint has it");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn validation_batch_size_changes_speed_not_results() {
+    let train = xor_data(600, 3);
+    let val = xor_data(203, 4);
+    let run = |validation_batch_size| {
+        let mut model = mlp();
+        model.compile(Optimizer::adam(1e-2), Loss::cross_entropy(), &[Metric::Accuracy]);
+        let history = model
+            .fit(&train, FitOptions { validation: Validation::Data(val.clone()), validation_batch_size, ..options(3) })
+            .unwrap();
+        (history.get("val_loss"), history.get("val_accuracy"))
+    };
+    let (loss_small, accuracy_small) = run(None);
+    let (loss_large, accuracy_large) = run(Some(1000));
+    assert_eq!(accuracy_small, accuracy_large);
+    for (a, b) in loss_small.iter().zip(&loss_large) {
+        assert!((a - b).abs() < 1e-5, "val_loss {a} with batches of 32, {b} in one batch");
+    }
+    let mut model = mlp();
+    model.compile(Optimizer::adam(1e-2), Loss::cross_entropy(), &[Metric::Accuracy]);
+    let err = model
+        .fit(&train, FitOptions { validation: Validation::Data(val.clone()), validation_batch_size: Some(0), ..options(1) })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("validation_batch_size 0"), "{err}");
+}

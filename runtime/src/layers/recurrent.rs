@@ -53,8 +53,13 @@ impl Layer for Embedding {
                 xs.kind()
             )));
         }
-        let max = if xs.numel() == 0 { 0 } else { xs.f_max()?.int64_value(&[]) };
-        let min = if xs.numel() == 0 { 0 } else { xs.f_min()?.int64_value(&[]) };
+        // One pass for both ends: this runs on every batch.
+        let (min, max) = if xs.numel() == 0 {
+            (0, 0)
+        } else {
+            let (min, max) = xs.f_aminmax(None::<i64>, false)?;
+            (min.int64_value(&[]), max.int64_value(&[]))
+        };
         if min < 0 || max >= self.vocab {
             return Err(Error::Usage(format!(
                 "{} input: token ids must be in 0..{}, found ids from {min} to {max}",
