@@ -32,7 +32,7 @@ PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli test test-rust test-python test-prelude-cold bench bench-latency bench-fit bench-apps clean-cache \
+.PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli gloo-headers test test-rust test-python test-prelude-cold bench bench-latency bench-fit bench-apps clean-cache \
   cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui eg-venv test-eg \
   hub-venv shared-install test-shared podman-tools image-base image test-image
 
@@ -48,7 +48,7 @@ $(LIBTORCH_HOME)/.complete:
 
 libtorch: $(LIBTORCH_HOME)/.complete
 
-build: libtorch
+build: libtorch gloo-headers
 	cargo build --$(PROFILE) --locked --workspace
 
 # No prerequisite: the path is keyed by the requirements' content, and a fresh clone's newer
@@ -197,6 +197,12 @@ test-shared: shared-install hub-venv
 	  $(HUB_VENV)/bin/python -m pytest -q -s -p no:cacheprovider tests/deploy/test_shared_install.py
 
 # The `age` command, for the tests that exchange encrypted files with it (Debian's package).
+# Gloo's headers (Debian's libgloo-dev): libtorch's ProcessGroupGloo.hpp includes them and the
+# torch wheel does not ship them; c10d/build.rs compiles its shim against them.
+gloo-headers:
+	@test -e /usr/include/gloo/config.h || { apt-get install -y -q libgloo-dev >/dev/null 2>&1 || sudo -n apt-get install -y -q libgloo-dev >/dev/null 2>&1; } \
+	  || { echo "cannot install Debian's libgloo-dev (apt-get install libgloo-dev): the c10d shim needs Gloo's headers"; exit 1; }
+
 age-cli:
 	@command -v age >/dev/null || { apt-get install -y -q age >/dev/null 2>&1 || sudo -n apt-get install -y -q age >/dev/null 2>&1; } \
 	  || { echo "cannot install Debian's age package (apt-get install age): the encryption tests need the age command"; exit 1; }
