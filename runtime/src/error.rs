@@ -8,6 +8,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A collective between ranks failed: a rank never joined, died, or timed out (c10d's
+    /// message kept), or the environment does not describe a process group.
+    #[error("distributed: {0}")]
+    Distributed(String),
     /// A tensor had the wrong shape for where it was used.
     #[error("{context}: expected shape {expected}, found {found:?}")]
     Shape {

@@ -23,6 +23,7 @@ pub mod data;
 pub mod datasets;
 pub mod detection;
 pub mod device;
+pub mod distributed;
 pub mod error;
 pub mod export;
 pub mod history;

@@ -115,6 +115,25 @@ impl MetricSet {
         Ok(())
     }
 
+    /// Sums every count across ranks with `sum` (an all-reduce), so each rank's values are
+    /// the whole data's. Every rank must hold the same metrics and have seen ≥ 1 batch.
+    pub(crate) fn sum_across(&mut self, mut sum: impl FnMut(&mut Tensor) -> Result<()>) -> Result<()> {
+        let mut seen = Tensor::from(self.seen);
+        sum(&mut seen)?;
+        self.seen = seen.int64_value(&[]);
+        if let Some(c) = self.correct.as_mut() {
+            sum(c)?;
+        }
+        for c in self.topk_correct.values_mut() {
+            sum(c)?;
+        }
+        if let Some(m) = self.confusion.as_mut() {
+            *m = m.f_contiguous()?;
+            sum(m)?;
+        }
+        Ok(())
+    }
+
     /// Rows: true class, columns: predicted class.
     pub fn confusion_matrix(&self) -> Option<Tensor> {
         self.confusion.as_ref().map(|c| c.to_device(tch::Device::Cpu))

@@ -5,6 +5,7 @@ use crate::callbacks::{Callback, TrainContext};
 use crate::checkpoint;
 use crate::data::Dataset;
 use crate::device::BestDevice;
+use crate::distributed;
 use crate::error::{Error, Result};
 use crate::export::{self, ExportReport, Precision};
 use crate::history::{EpochLog, History};
@@ -235,6 +236,19 @@ impl Model {
         // A stale Ctrl-C from before this cell must not stop the new run.
         interrupt::take_interrupt();
         let params = self.vs.trainable_variables();
+        // Data-parallel while a process group is active: every rank starts from rank 0's
+        // weights and buffers (sorted by name: every rank's order must be the same).
+        let group = distributed::group();
+        let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world_size()));
+        if let Some(g) = &group {
+            let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            let tensors: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
+            distributed::broadcast_all(g, &tensors)?;
+            if rank != 0 {
+                options.verbose = 0;
+            }
+        }
         let initial_lr = self.compiled()?.optimizer.lr;
         let mut ctx = TrainContext { var_store: &self.vs, lr: initial_lr, initial_lr, stop: false };
         for cb in options.callbacks.iter_mut() {
@@ -257,8 +271,12 @@ impl Model {
             let mut seen = 0i64;
             let shuffle = options.shuffle.then_some(options.seed.wrapping_add(epoch as u64));
             progress.epoch_started();
-            for (index, batch) in train.batches(options.batch_size, shuffle, true)?.enumerate() {
-                if interrupt::take_interrupt() {
+            let batches = match &group {
+                Some(_) => train.shard_batches(options.batch_size, shuffle, true, rank, world)?,
+                None => train.batches(options.batch_size, shuffle, true)?,
+            };
+            for (index, batch) in batches.enumerate() {
+                if interrupted_on_any_rank(group.as_deref())? {
                     history.interrupted = true;
                     note = Some(format!(
                         "Interrupted in epoch {epoch} at batch {index}: the model keeps its weights; History has {} complete epoch(s).",
@@ -274,6 +292,9 @@ impl Model {
                     p.shallow_clone().zero_grad();
                 }
                 loss.f_backward()?;
+                if let Some(g) = &group {
+                    distributed::average_gradients(g, &params)?;
+                }
                 compiled.optimizer.step(&params)?;
                 let n = x.size()[0];
                 seen += n;
@@ -294,6 +315,16 @@ impl Model {
                 for &i in &batch_callbacks {
                     options.callbacks[i].on_batch_end(&mut ctx, index, &detached)?;
                 }
+            }
+            if let Some(g) = &group {
+                // One History for every rank: the losses and counts of all shards.
+                let sum = |t: &mut Tensor| g.all_reduce(t, distributed::ReduceOp::Sum).map_err(|e| Error::Distributed(e.to_string()));
+                let mut seen_all = Tensor::from(seen);
+                sum(&mut seen_all)?;
+                seen = seen_all.int64_value(&[]);
+                loss_sum = loss_sum.f_contiguous()?;
+                sum(&mut loss_sum)?;
+                metrics.sum_across(sum)?;
             }
             let train_seconds = started.elapsed().as_secs_f64();
             let mut log = EpochLog {
@@ -536,4 +567,14 @@ impl Render for Model {
         MimeBundle::text(format!("{head}\n{summary}"))
             .with("text/html", format!("<div><b>{}</b></div>{}", html_escape(&head), summary.html()))
     }
+}
+
+/// Whether Ctrl-C reached this rank or any other: every rank must stop at the same batch, or
+/// the others would wait in the next all-reduce until the timeout.
+fn interrupted_on_any_rank(group: Option<&torchbook_c10d::ProcessGroup>) -> Result<bool> {
+    let here = interrupt::take_interrupt();
+    let Some(g) = group else { return Ok(here) };
+    let mut flag = Tensor::from(i64::from(here));
+    g.all_reduce(&mut flag, distributed::ReduceOp::Max).map_err(|e| Error::Distributed(e.to_string()))?;
+    Ok(flag.int64_value(&[]) != 0)
 }

@@ -167,8 +167,38 @@ impl Dataset {
             let perm = SplitMix64::new(seed).permutation(self.len() as usize);
             Tensor::from_slice(&perm).to_device(self.features.device())
         });
-        Ok(Batches { data: self, order, batch_size, next: 0, augment })
+        Ok(Batches { data: self, order, batch_size, next: 0, augment, len: None })
     }
+
+    /// This rank's share of an epoch, as torch's DistributedSampler deals it: the (shuffled)
+    /// order padded by repeating its start to a multiple of `world`, then every `world`-th
+    /// sample from `rank` — equal counts on every rank, disjoint but for the padding.
+    pub fn shard_batches(&self, batch_size: i64, shuffle: Option<u64>, augment: bool, rank: usize, world: usize) -> Result<Batches<'_>> {
+        if batch_size <= 0 {
+            return Err(Error::Usage(format!("batch_size must be positive, got {batch_size}")));
+        }
+        if world == 0 || rank >= world {
+            return Err(Error::Usage(format!("rank {rank} of a world of {world}")));
+        }
+        let order = shard_order(self.len() as usize, shuffle, rank, world);
+        let len = order.len() as i64;
+        let order = Tensor::from_slice(&order).to_device(self.features.device());
+        Ok(Batches { data: self, order: Some(order), batch_size, next: 0, augment, len: Some(len) })
+    }
+}
+
+/// The sample ids rank `rank` of `world` takes from `n` samples in one epoch (see
+/// [`Dataset::shard_batches`]).
+pub fn shard_order(n: usize, shuffle: Option<u64>, rank: usize, world: usize) -> Vec<i64> {
+    let order: Vec<i64> = match shuffle {
+        Some(seed) => SplitMix64::new(seed).permutation(n),
+        None => (0..n as i64).collect(),
+    };
+    if order.is_empty() {
+        return order;
+    }
+    let total = n.div_ceil(world) * world;
+    (0..total).skip(rank).step_by(world).map(|i| order[i % n]).collect()
 }
 
 /// Iterator over `(features, targets)` batches.
@@ -178,11 +208,13 @@ pub struct Batches<'a> {
     batch_size: i64,
     next: i64,
     augment: bool,
+    /// The number of samples to deal when it is not the data set's (a shard).
+    len: Option<i64>,
 }
 
 impl Batches<'_> {
     pub fn count(&self) -> usize {
-        ((self.data.len() + self.batch_size - 1) / self.batch_size) as usize
+        ((self.len.unwrap_or(self.data.len()) + self.batch_size - 1) / self.batch_size) as usize
     }
 }
 
@@ -190,7 +222,7 @@ impl Iterator for Batches<'_> {
     type Item = Result<(Tensor, Tensor)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let n = self.data.len();
+        let n = self.len.unwrap_or(self.data.len());
         if self.next >= n {
             return None;
         }

@@ -12,7 +12,7 @@ mod transforms;
 
 pub use columnar::{load_feather, load_feather_with, load_parquet, load_parquet_with, read_feather, read_parquet, Columns};
 pub use csv::{load_csv, load_csv_with, parse_csv};
-pub use dataset::{Batches, Dataset, Transform};
+pub use dataset::{shard_order, Batches, Dataset, Transform};
 pub use idx::{load_idx, load_mnist, parse_idx};
 pub use image_folder::{decode_image, load_image_folder, ImageFolder};
 pub use text::{load_text_folder, load_text_lines, TextDataset};
