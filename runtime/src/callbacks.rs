@@ -192,7 +192,11 @@ impl Callback for ModelCheckpoint {
             path: path.clone(),
             key: self.key.clone(),
         };
-        crate::checkpoint::save_weights(ctx.var_store, &file)?;
+        // In data-parallel training every rank holds the same weights: rank 0 writes them,
+        // as DDP users do, instead of every rank racing on one file.
+        if crate::distributed::rank() == 0 {
+            crate::checkpoint::save_weights(ctx.var_store, &file)?;
+        }
         self.saved.push(path);
         Ok(())
     }

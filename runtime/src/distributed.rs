@@ -208,6 +208,34 @@ fn for_each_bucket(tensors: &[Tensor], mut f: impl FnMut(&mut Tensor) -> Result<
     })
 }
 
+/// Rank `rank`'s contiguous part `[start, end)` of `n` rows (sizes differ by at most one).
+pub(crate) fn shard_range(n: i64, rank: usize, world: usize) -> (i64, i64) {
+    let (rank, world) = (rank as i64, world as i64);
+    (n * rank / world, n * (rank + 1) / world)
+}
+
+/// Sums `t` (contiguous, on the CPU) across the ranks of `g`, in place.
+pub(crate) fn sum(g: &ProcessGroup, t: &mut Tensor) -> Result<()> {
+    g.all_reduce(t, ReduceOp::Sum).map_err(distributed)
+}
+
+/// Whether `flag` is set on any rank.
+pub(crate) fn any_rank(g: &ProcessGroup, flag: bool) -> Result<bool> {
+    let mut t = Tensor::from(i64::from(flag));
+    g.all_reduce(&mut t, ReduceOp::Max).map_err(|e| distributed(e))?;
+    Ok(t.int64_value(&[]) != 0)
+}
+
+/// Whether Ctrl-C reached this rank or any other: every rank must stop at the same batch, or
+/// the others would wait in the next all-reduce until the timeout.
+pub(crate) fn interrupted_on_any_rank(group: Option<&ProcessGroup>) -> Result<bool> {
+    let here = crate::interrupt::take_interrupt();
+    match group {
+        Some(g) => any_rank(g, here),
+        None => Ok(here),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,23 +184,47 @@ impl Model {
     pub fn predict(&self, xs: &Tensor, batch_size: i64) -> Result<Tensor> {
         let xs = self.prepare_input(xs)?;
         let n = xs.size()[0];
+        // With a process group, each rank predicts its contiguous part and the parts are
+        // gathered by summing zero-padded full-size outputs (an all-reduce is all the shim has).
+        let group = distributed::group().filter(|g| n >= g.world_size() as i64);
+        let (start, end) = match &group {
+            Some(g) => distributed::shard_range(n, g.rank(), g.world_size()),
+            None => (0, n),
+        };
         let mut outputs = Vec::new();
-        let mut start = 0;
-        while start < n {
+        let mut interrupted = false;
+        let mut at = start;
+        while at < end {
             if interrupt::take_interrupt() {
-                return Err(Error::Usage("predict was interrupted".into()));
+                interrupted = true;
+                break;
             }
-            let size = batch_size.max(1).min(n - start);
-            let batch = xs.f_narrow(0, start, size)?.to_device(self.device());
+            let size = batch_size.max(1).min(end - at);
+            let batch = xs.f_narrow(0, at, size)?.to_device(self.device());
             outputs.push(tch::no_grad(|| self.net.forward(&batch, false))?);
-            start += size;
+            at += size;
         }
-        if outputs.is_empty() {
-            let mut dims = vec![0];
-            dims.extend_from_slice(&self.output_shape);
-            return Ok(Tensor::f_zeros(dims.as_slice(), (Kind::Float, self.device()))?);
+        if let Some(g) = &group {
+            interrupted = distributed::any_rank(g, interrupted)?;
         }
-        Ok(Tensor::f_cat(&outputs, 0)?)
+        if interrupted {
+            return Err(Error::Usage("predict was interrupted".into()));
+        }
+        let Some(g) = group else {
+            if outputs.is_empty() {
+                let mut dims = vec![0];
+                dims.extend_from_slice(&self.output_shape);
+                return Ok(Tensor::f_zeros(dims.as_slice(), (Kind::Float, self.device()))?);
+            }
+            return Ok(Tensor::f_cat(&outputs, 0)?);
+        };
+        let part = Tensor::f_cat(&outputs, 0)?.to_device(tch::Device::Cpu);
+        let mut dims = part.size();
+        dims[0] = n;
+        let mut all = Tensor::f_zeros(dims.as_slice(), (part.kind(), tch::Device::Cpu))?;
+        all.f_narrow(0, start, end - start)?.f_copy_(&part)?;
+        distributed::sum(&g, &mut all)?;
+        Ok(all.to_device(self.device()))
     }
 
     /// Loss and metrics over `data`, in evaluation mode.
@@ -276,7 +300,7 @@ impl Model {
                 None => train.batches(options.batch_size, shuffle, true)?,
             };
             for (index, batch) in batches.enumerate() {
-                if interrupted_on_any_rank(group.as_deref())? {
+                if distributed::interrupted_on_any_rank(group.as_deref())? {
                     history.interrupted = true;
                     note = Some(format!(
                         "Interrupted in epoch {epoch} at batch {index}: the model keeps its weights; History has {} complete epoch(s).",
@@ -318,7 +342,7 @@ impl Model {
             }
             if let Some(g) = &group {
                 // One History for every rank: the losses and counts of all shards.
-                let sum = |t: &mut Tensor| g.all_reduce(t, distributed::ReduceOp::Sum).map_err(|e| Error::Distributed(e.to_string()));
+                let sum = |t: &mut Tensor| distributed::sum(g, t);
                 let mut seen_all = Tensor::from(seen);
                 sum(&mut seen_all)?;
                 seen = seen_all.int64_value(&[]);
@@ -424,11 +448,26 @@ fn evaluate_net(
     (input_shape, input_kind): (&[i64], Kind),
     interruptible: bool,
 ) -> Result<Evaluation> {
+    // With a process group, each rank evaluates its contiguous part and the sums are reduced:
+    // every rank returns the whole data's figures.
+    let total = data.len();
+    let group = distributed::group().filter(|g| total >= g.world_size() as i64);
+    let part;
+    let data = match &group {
+        Some(g) => {
+            let (start, end) = distributed::shard_range(total, g.rank(), g.world_size());
+            part = data.select(&(start..end).collect::<Vec<i64>>())?;
+            &part
+        }
+        None => data,
+    };
     let mut metrics = MetricSet::new(metric_kinds);
     let mut loss_sum = Tensor::f_zeros([], (Kind::Double, data.features.device()))?;
+    let mut interrupted = false;
     for batch in data.batches(batch_size, None, false)? {
         if interruptible && interrupt::take_interrupt() {
-            return Err(Error::Usage("evaluate was interrupted".into()));
+            interrupted = true;
+            break;
         }
         let (x, y) = batch?;
         let x = prepare(&x, input_shape, input_kind)?;
@@ -437,8 +476,20 @@ fn evaluate_net(
         loss_sum = loss_sum.f_add(&batch_loss.to_kind(Kind::Double).f_mul_scalar(x.size()[0])?)?;
         metrics.update(&preds, &y)?;
     }
+    if let Some(g) = &group {
+        interrupted = distributed::any_rank(g, interrupted)?;
+        if !interrupted {
+            let sum = |t: &mut Tensor| distributed::sum(g, t);
+            loss_sum = loss_sum.f_contiguous()?;
+            sum(&mut loss_sum)?;
+            metrics.sum_across(sum)?;
+        }
+    }
+    if interrupted {
+        return Err(Error::Usage("evaluate was interrupted".into()));
+    }
     Ok(Evaluation {
-        loss: loss_sum.double_value(&[]) / data.len().max(1) as f64,
+        loss: loss_sum.double_value(&[]) / total.max(1) as f64,
         metrics: metrics.values(),
         confusion_matrix: metrics.confusion_matrix(),
     })
@@ -567,14 +618,4 @@ impl Render for Model {
         MimeBundle::text(format!("{head}\n{summary}"))
             .with("text/html", format!("<div><b>{}</b></div>{}", html_escape(&head), summary.html()))
     }
-}
-
-/// Whether Ctrl-C reached this rank or any other: every rank must stop at the same batch, or
-/// the others would wait in the next all-reduce until the timeout.
-fn interrupted_on_any_rank(group: Option<&torchbook_c10d::ProcessGroup>) -> Result<bool> {
-    let here = interrupt::take_interrupt();
-    let Some(g) = group else { return Ok(here) };
-    let mut flag = Tensor::from(i64::from(here));
-    g.all_reduce(&mut flag, distributed::ReduceOp::Max).map_err(|e| Error::Distributed(e.to_string()))?;
-    Ok(flag.int64_value(&[]) != 0)
 }

@@ -128,3 +128,44 @@ fn shards_are_disjoint_cover_the_data_and_have_equal_lengths() {
         }
     }
 }
+
+fn trained_model() -> Model {
+    let mut model = model();
+    // 576 = 6 × 96: no padding and no short last batch, so 3 ranks step like one process.
+    model.fit(&xor_data(576), FitOptions { epochs: 2, batch_size: 32, verbose: 0, seed: 5, ..Default::default() }).unwrap();
+    model
+}
+
+#[test]
+fn evaluate_and_predict_shard_and_gather() {
+    // 301 rows: the ranks' parts differ in size.
+    let data = xor_data(301);
+    if let Some((rank, world, port)) = as_rank() {
+        distributed::init(&GroupConfig::new("127.0.0.1", port, rank, world).timeout(Duration::from_secs(60))).unwrap();
+        let model = trained_model();
+        let evaluation = model.evaluate(&data, 16).unwrap();
+        let predictions = model.predict(&data.features, 16).unwrap();
+        println!("evaluate {} {:?}", evaluation.loss, evaluation.metrics);
+        println!("predict {:?}", Vec::<f32>::try_from(predictions.flatten(0, -1)).unwrap());
+        distributed::destroy();
+        return;
+    }
+    let outputs = run_ranks("evaluate_and_predict_shard_and_gather", 3);
+    // One process, its own model: trained on batches of 96 = 3 × 32 to the same weights.
+    let mut model = model();
+    model.fit(&xor_data(576), FitOptions { epochs: 2, batch_size: 96, verbose: 0, seed: 5, ..Default::default() }).unwrap();
+    let evaluation = model.evaluate(&data, 16).unwrap();
+    let predictions: Vec<f32> = Vec::try_from(model.predict(&data.features, 16).unwrap().flatten(0, -1)).unwrap();
+    for output in &outputs {
+        let line = printed(output, "evaluate ");
+        let (loss, metrics) = line.split_once(' ').unwrap();
+        assert!((loss.parse::<f64>().unwrap() - evaluation.loss).abs() < 1e-4, "{line} vs {}", evaluation.loss);
+        assert_eq!(metrics, format!("{:?}", evaluation.metrics), "every rank's accuracy is the whole data's");
+        let gathered: Vec<f32> =
+            printed(output, "predict ").trim_matches(['[', ']']).split(", ").map(|v| v.parse().unwrap()).collect();
+        assert_eq!(gathered.len(), predictions.len(), "all 301 rows gathered");
+        for (a, b) in gathered.iter().zip(&predictions) {
+            assert!((a - b).abs() < 1e-3, "prediction {a} gathered, {b} in one process");
+        }
+    }
+}
