@@ -8,7 +8,9 @@
 //! - [`worker`]: the cell worker process (runs compiled cells; output relays);
 //! - [`wire`]: what two of them share (the engine pipe, side-channel records, errors, spares);
 //! - [`protocol`]: the Jupyter wire format and connection files;
-//! - [`launch`]: the kernel started by Jupyter Enterprise Gateway (its launcher contract).
+//! - [`launch`]: the kernel started by Jupyter Enterprise Gateway (its launcher contract);
+//! - [`run`]: `torchbook run`, a notebook executed headless by the same engine (and its
+//!   launcher for data-parallel ranks).
 //!
 //! The path of an `execute_request`: `kernel::transport` (socket, signature check) →
 //! `kernel::handlers::execute` → `kernel::engine` (the kernel's side of the engine process) →
@@ -41,6 +43,8 @@ pub mod prelude;
 #[cfg(feature = "engine")]
 pub mod process_watch;
 pub mod protocol;
+#[cfg(feature = "engine")]
+pub mod run;
 #[cfg(feature = "engine")]
 pub mod trace;
 pub mod wire;

@@ -1,13 +1,14 @@
 //! `torchbook`: the binary is glue. `kernel` runs a Jupyter kernel for a connection file;
 //! `launch` runs one for Jupyter Enterprise Gateway; `install` writes the kernelspec; `serve`
-//! executes the `torchbook-serve` binary beside this one. The logic lives in the modules below.
+//! executes the `torchbook-serve` binary beside this one; `run` executes a notebook headless, in
+//! one process or as the ranks of a data-parallel job. The logic lives in the modules below.
 
 use anyhow::Context;
 use torchbook_kernel::engine::{self, cell_build};
 use torchbook_kernel::kernel::server;
 use torchbook_kernel::protocol::connection;
 use torchbook_kernel::wire::spare;
-use torchbook_kernel::{install, launch, prelude, trace, workdir, worker};
+use torchbook_kernel::{install, launch, prelude, run as headless, trace, workdir, worker};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Execute a notebook headless (no Jupyter server), in one engine or, with --nproc-per-node
+    /// / --nnodes, as the ranks of a data-parallel job (`fit` runs on all of them; rank 0's
+    /// executed notebook is the output). Under torchrun, srun or Kubeflow, run it without
+    /// those flags: it reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT.
+    Run(RunArgs),
     /// Build the prelude cache (run by `install` and by the first kernel that needs it).
     #[command(hide = true)]
     BuildPrelude,
@@ -82,6 +88,40 @@ struct LaunchArgs {
     /// Accepted for EG's kernelspecs; only `none` applies to this kernel.
     #[arg(long = "spark-context-initialization-mode", alias = "RemoteProcessProxy.spark-context-initialization-mode")]
     spark_context_initialization_mode: Option<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The notebook (.ipynb, nbformat 4) to execute.
+    notebook: PathBuf,
+    /// Where the executed notebook is written (default: over NOTEBOOK).
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// A parameter for the cell tagged `parameters`, typed as papermill's -p types it
+    /// (integers, floats, True/False, None, JSON lists, else a string). Repeatable.
+    #[arg(short = 'p', long = "parameter", num_args = 2, value_names = ["NAME", "VALUE"])]
+    parameters: Vec<String>,
+    /// A parameter passed as a string, whatever it looks like. Repeatable.
+    #[arg(short = 'r', long = "parameter-raw", num_args = 2, value_names = ["NAME", "VALUE"])]
+    raw_parameters: Vec<String>,
+    /// Go on after a failing cell (cells tagged `raises-exception` always may fail).
+    #[arg(long)]
+    allow_errors: bool,
+    /// Ranks to start on this node (torchrun's --nproc-per-node).
+    #[arg(long, default_value_t = 1)]
+    nproc_per_node: usize,
+    /// Nodes in the job; run the same command on each with its --node-rank.
+    #[arg(long, default_value_t = 1)]
+    nnodes: usize,
+    /// This node's index, 0 to nnodes-1.
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// Node 0's address, reachable from every node (default on one node: 127.0.0.1).
+    #[arg(long)]
+    master_addr: Option<String>,
+    /// A free port on node 0 for the store (default on one node: any free port).
+    #[arg(long)]
+    master_port: Option<u16>,
 }
 
 #[derive(Args)]
@@ -182,7 +222,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let served = runtime.block_on(server::serve(info, workdir.engine_folder()));
+            let served = runtime.block_on(server::serve(info, workdir.engine_folder(), workdir.rank_engine_folders()));
             workdir.remove();
             served?;
             // Detached tasks and the engine thread are not waited for: the work is done.
@@ -208,12 +248,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let served = runtime.block_on(launch::run(config, workdir.engine_folder()));
+            let served = runtime.block_on(launch::run(config, workdir.engine_folder(), workdir.rank_engine_folders()));
             workdir.remove();
             served?;
             std::process::exit(0);
         }
         Command::Serve { args } => Err(external::exec_sibling("torchbook-serve", &args)),
+        Command::Run(args) => run_notebook(args),
         Command::Engine => {
             std::sync::LazyLock::force(&trace::PROCESS_START);
             std::process::exit(engine::run());
@@ -283,4 +324,76 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_notebook(args: RunArgs) -> anyhow::Result<()> {
+    let pairs = |values: &[String], make: fn(&str, &str) -> headless::notebook::CliParameter| {
+        values.chunks(2).map(|pair| make(&pair[0], &pair[1])).collect::<Vec<_>>()
+    };
+    let mut parameters = pairs(&args.parameters, headless::notebook::CliParameter::inferred);
+    parameters.extend(pairs(&args.raw_parameters, headless::notebook::CliParameter::raw));
+    anyhow::ensure!(args.notebook.is_file(), "{}: no such notebook", args.notebook.display());
+
+    if args.nproc_per_node > 1 || args.nnodes > 1 {
+        let topology = headless::launcher::Topology::new(
+            args.nproc_per_node,
+            args.nnodes,
+            args.node_rank,
+            args.master_addr,
+            args.master_port,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let mut child_args: Vec<std::ffi::OsString> = vec!["run".into(), args.notebook.clone().into()];
+        if let Some(output) = &args.output {
+            child_args.extend(["-o".into(), output.clone().into()]);
+        }
+        for pair in args.parameters.chunks(2) {
+            child_args.extend(["-p".into(), pair[0].clone().into(), pair[1].clone().into()]);
+        }
+        for pair in args.raw_parameters.chunks(2) {
+            child_args.extend(["-r".into(), pair[0].clone().into(), pair[1].clone().into()]);
+        }
+        if args.allow_errors {
+            child_args.push("--allow-errors".into());
+        }
+        let program = std::env::current_exe().context("cannot locate the torchbook binary")?;
+        eprintln!(
+            "torchbook run: {} rank(s) on this node ({} in all), store {}:{}",
+            topology.nproc_per_node,
+            topology.world_size(),
+            topology.master_addr,
+            topology.master_port
+        );
+        let failed = headless::launcher::launch(&program, &child_args, &topology).map_err(anyhow::Error::msg)?;
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = failed.iter().map(|(rank, how)| format!("rank {rank}: {how}")).collect();
+        anyhow::bail!("{} of {} rank(s) on this node failed ({})", failed.iter().filter(|(_, how)| !how.starts_with("stopped")).count(), topology.nproc_per_node, list.join("; "));
+    }
+
+    std::sync::LazyLock::force(&trace::PROCESS_START);
+    // A headless run leaves nothing behind: no spare engine waiting for a next kernel.
+    if std::env::var_os("TORCHBOOK_SPARE_ENGINE").is_none() {
+        std::env::set_var("TORCHBOOK_SPARE_ENGINE", "0");
+    }
+    spare::remember_original();
+    let options = headless::RunOptions {
+        notebook: args.notebook,
+        output: args.output,
+        parameters,
+        allow_errors: args.allow_errors,
+    };
+    let workdir = workdir::WorkDir::create().context("cannot create a working folder")?;
+    prelude::prepare_library_path();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let ran = runtime.block_on(headless::run_notebook(&options, workdir.engine_folder(), &mut |line| eprintln!("{line}")));
+    workdir.remove();
+    ran?;
+    // The engine's reader threads are not waited for: the work is done.
+    std::process::exit(0);
 }

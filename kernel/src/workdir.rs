@@ -61,6 +61,24 @@ impl WorkDir {
         })
     }
 
+    /// Where `:ranks`' engine for `rank` keeps evcxr's folder on its nth start: beside the first
+    /// engine's (under the cell profile's cargo configuration), one per rank and start.
+    pub fn rank_engine_folders(&self) -> crate::kernel::ranks::RankFolders {
+        let (path, owned) = (self.path.clone(), self.owned);
+        std::sync::Arc::new(move |rank| {
+            let path = path.clone();
+            Box::new(move |start| {
+                let name = |start: u64| if owned { format!("evcxr-rank{rank}-{start}") } else { format!("rank{rank}-{start}") };
+                if start > 0 {
+                    let _ = std::fs::remove_dir_all(path.join(name(start - 1)));
+                }
+                let folder = path.join(name(start));
+                std::fs::create_dir_all(&folder).ok()?;
+                Some(folder)
+            })
+        })
+    }
+
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }

@@ -59,6 +59,7 @@ pub mod prelude {
     pub use crate::callbacks::{Callback, EarlyStopping, LrSchedule, ModelCheckpoint, OnBatchEnd, OnEpochEnd, TrainContext};
     pub use crate::data::*;
     pub use crate::device::BestDevice;
+    pub use crate::distributed::{self, ReduceOp};
     pub use crate::error::{Error as TorchbookError, Result as TorchbookResult};
     pub use crate::history::{EpochLog, History};
     pub use crate::input::{input, input_password};

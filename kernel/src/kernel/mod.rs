@@ -16,6 +16,8 @@ pub mod handlers;
 pub mod history;
 pub mod is_complete;
 #[cfg(feature = "engine")]
+pub mod ranks;
+#[cfg(feature = "engine")]
 pub mod server;
 #[cfg(feature = "engine")]
 pub mod spare;

@@ -32,20 +32,27 @@ pub struct ServeOptions {
     pub watch_parent: bool,
     /// Requests from a launcher.
     pub external: Option<mpsc::UnboundedReceiver<External>>,
+    /// Where `:ranks N`'s extra engines keep evcxr's folders (`None`: `:ranks` says it cannot).
+    pub rank_folders: Option<crate::kernel::ranks::RankFolders>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { watch_parent: true, external: None }
+        ServeOptions { watch_parent: true, external: None, rank_folders: None }
     }
 }
 
 /// Runs the kernel until it is told to stop.
-pub async fn serve(info: ConnectionInfo, engine_folder: EngineFolder) -> Result<(), transport::BindError> {
+pub async fn serve(
+    info: ConnectionInfo,
+    engine_folder: EngineFolder,
+    rank_folders: crate::kernel::ranks::RankFolders,
+) -> Result<(), transport::BindError> {
     // First, so that a SIGINT sent as soon as the kernel answers cannot find the default action.
     let signals = Signals::install();
     let sockets = Sockets::bind(&info).await?;
-    serve_bound(info, sockets, engine_folder, signals, ServeOptions::default()).await;
+    let options = ServeOptions { rank_folders: Some(rank_folders), ..ServeOptions::default() };
+    serve_bound(info, sockets, engine_folder, signals, options).await;
     Ok(())
 }
 
@@ -96,6 +103,7 @@ pub async fn serve_bound(
         iopub: iopub.clone(),
         worker: engine.worker(),
         shutdown,
+        extra_workers: Default::default(),
     };
 
     let (mut control_in, control_out) =
@@ -128,6 +136,7 @@ pub async fn serve_bound(
         history: crate::kernel::history::History::open(),
         queued_behind_error: Default::default(),
         comms,
+        ranks: crate::kernel::ranks::Ranks::new(options.rank_folders.take(), state.extra_workers.clone()),
     };
     tokio::spawn(async move {
         loop {
@@ -151,7 +160,7 @@ pub async fn serve_bound(
             // jupyter_client's signal mode signals the whole process group: the kernel survives
             // it and treats it as an interrupt of the running cell.
             _ = interrupts.recv() => {
-                state.worker.interrupt(crate::kernel::engine::interrupt_grace());
+                state.interrupt(crate::kernel::engine::interrupt_grace());
             }
             _ = parent_check.tick(), if options.watch_parent => if !parent.alive() {
                 eprintln!("torchbook: parent process is gone; exiting");
@@ -160,7 +169,7 @@ pub async fn serve_bound(
             request = next_external(&mut options.external) => match request {
                 // The same path as interrupt_request on control.
                 Some(External::Interrupt) => {
-                    state.worker.interrupt(crate::kernel::engine::interrupt_grace());
+                    state.interrupt(crate::kernel::engine::interrupt_grace());
                 }
                 Some(External::Shutdown) => break,
                 Some(External::Kill) => {

@@ -292,7 +292,11 @@ async fn respond(config: &LaunchConfig, payload: &[u8]) -> Result<(), LaunchErro
 }
 
 /// Runs the kernel for Enterprise Gateway until EG (or a Jupyter client) stops it.
-pub async fn run(config: LaunchConfig, engine_folder: EngineFolder) -> Result<(), LaunchError> {
+pub async fn run(
+    config: LaunchConfig,
+    engine_folder: EngineFolder,
+    rank_folders: crate::kernel::ranks::RankFolders,
+) -> Result<(), LaunchError> {
     let signals = Signals::install();
     let mut attempt = 0;
     let (file, written, info, sockets, comm) = loop {
@@ -334,7 +338,7 @@ pub async fn run(config: LaunchConfig, engine_folder: EngineFolder) -> Result<()
 
     let (requests, external) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(comm_port::serve(comm, requests));
-    let options = ServeOptions { watch_parent: false, external: Some(external) };
+    let options = ServeOptions { watch_parent: false, external: Some(external), rank_folders: Some(rank_folders) };
     server::serve_bound(info, sockets, engine_folder, signals, options).await;
     drop(file);
     Ok(())

@@ -41,8 +41,19 @@ pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: Execu
         return Content::ExecuteReply(reply);
     }
 
-    shell.engine.execute(&execute.code);
-    let (outcome, rendered) = stream_until_finished(shell, request, execute.allow_stdin).await;
+    let (outcome, rendered) = match crate::kernel::ranks::parse_command(&execute.code) {
+        Some(command) => (set_ranks(shell, request, command).await, None),
+        None if shell.ranks.world_size() > 1 => {
+            let pending = shell.ranks.send(|_| execute.code.clone());
+            shell.engine.execute(&execute.code);
+            let (outcome, rendered) = stream_until_finished(shell, request, execute.allow_stdin).await;
+            (with_other_ranks(shell, outcome, pending).await, rendered)
+        }
+        None => {
+            shell.engine.execute(&execute.code);
+            stream_until_finished(shell, request, execute.allow_stdin).await
+        }
+    };
 
     let mut shown = None;
     let error = match outcome {
@@ -92,6 +103,75 @@ pub async fn run(shell: &mut ShellHandler, request: &WireMessage, execute: Execu
         }
     }
     reply(count, error, user_expressions)
+}
+
+/// `:ranks N`: leaves the current group (if any) and, for N > 1, starts the extra engines and
+/// joins all N ranks; rank 0's join runs as this cell, its output shown.
+async fn set_ranks(shell: &mut ShellHandler, request: &WireMessage, command: Result<usize, String>) -> CellOutcome {
+    use crate::kernel::ranks::{join_code, LEAVE_CODE};
+    let n = match command {
+        Ok(n) => n,
+        Err(usage) => return CellOutcome::Failed(CellError::new("RanksError", usage.clone(), vec![usage])),
+    };
+    let say = |shell: &ShellHandler, text: String| {
+        let stream = Stream { name: StreamName::Stdout, text };
+        shell.state.iopub.publish(Content::Stream(stream), Some(&request.message.header));
+    };
+    let current = shell.ranks.world_size();
+    if n == current {
+        say(shell, format!("{n} rank(s) already\n"));
+        return CellOutcome::Value(Default::default());
+    }
+    if current > 1 {
+        let pending = shell.ranks.send(|_| LEAVE_CODE.to_owned());
+        crate::run::cell::run_cell(&mut shell.engine, LEAVE_CODE, 0).await;
+        pending.first_error().await;
+        shell.ranks.stop();
+        if n == 1 {
+            say(shell, format!("left the group of {current} ranks: cells run on this engine alone\n"));
+            return CellOutcome::Value(Default::default());
+        }
+    }
+    let port = match crate::run::launcher::free_port() {
+        Ok(port) => port,
+        Err(e) => return CellOutcome::Failed(CellError::new("RanksError", format!("no free port for the store: {e}"), vec![])),
+    };
+    if let Err(reason) = shell.ranks.start(n) {
+        return CellOutcome::Failed(CellError::new("RanksError", reason.clone(), vec![reason]));
+    }
+    let pending = shell.ranks.send(|rank| join_code(rank, n, port));
+    shell.engine.execute(&join_code(0, n, port));
+    let (outcome, _) = stream_until_finished(shell, request, false).await;
+    let outcome = with_other_ranks(shell, outcome, pending).await;
+    match outcome {
+        CellOutcome::Value(_) => {
+            say(shell, format!(
+                "{n} ranks joined (rank 0 is this engine, ranks 1 to {} run in engines of their own): the following cells run on all of them, `fit` data-parallel; `:ranks 1` returns to one engine\n",
+                n - 1
+            ));
+            CellOutcome::Value(Default::default())
+        }
+        failed => {
+            shell.ranks.stop();
+            crate::run::cell::run_cell(&mut shell.engine, LEAVE_CODE, 0).await;
+            failed
+        }
+    }
+}
+
+/// Waits for the extra ranks' run of the cell. Rank 0's error wins; else the first other
+/// rank's, marked with its rank. When rank 0 failed the others are interrupted: they would
+/// wait for it in their next collective until the timeout.
+async fn with_other_ranks(shell: &ShellHandler, outcome: CellOutcome, pending: crate::kernel::ranks::Pending) -> CellOutcome {
+    if matches!(outcome, CellOutcome::Failed(_)) {
+        shell.ranks.interrupt(crate::kernel::engine::interrupt_grace());
+        pending.first_error().await;
+        return outcome;
+    }
+    match pending.first_error().await {
+        Some(error) => CellOutcome::Failed(error),
+        None => outcome,
+    }
 }
 
 fn reply(count: u64, error: Option<ErrorInfo>, user_expressions: Map<String, Value>) -> Content {
@@ -298,7 +378,7 @@ fn display_message(record: Record) -> Content {
 }
 
 /// Every bundle carries `text/plain`, for frontends that show nothing else.
-fn with_text_plain(data: Map<String, Value>) -> MimeBundle {
+pub(crate) fn with_text_plain(data: Map<String, Value>) -> MimeBundle {
     let mut bundle: MimeBundle = data.into_iter().collect();
     if !bundle.contains_key("text/plain") {
         let members: Vec<(&str, &Value)> = bundle.iter().map(|(mime, value)| (mime.as_str(), value)).collect();
@@ -310,7 +390,7 @@ fn with_text_plain(data: Map<String, Value>) -> MimeBundle {
 
 /// evcxr gives every MIME type as text; JSON types must travel as JSON, and every bundle needs
 /// `text/plain`.
-fn to_bundle(value: HashMap<String, String>) -> MimeBundle {
+pub(crate) fn to_bundle(value: HashMap<String, String>) -> MimeBundle {
     let mut bundle = MimeBundle::new();
     for (mime, text) in value {
         let data = mime_value(&mime, text);

@@ -3,7 +3,7 @@
 //! all output a request causes is published before its `idle`.
 
 mod complete;
-mod execute;
+pub(crate) mod execute;
 mod help;
 mod inspect;
 mod kernel_info;
@@ -29,6 +29,18 @@ pub struct KernelState {
     pub worker: WorkerHandle,
     /// Set to `Some(restart)` when a shutdown was requested; the main task then exits.
     pub shutdown: watch::Sender<Option<bool>>,
+    /// The workers of `:ranks`' extra engines (none with one rank).
+    pub extra_workers: crate::kernel::ranks::ExtraWorkers,
+}
+
+impl KernelState {
+    /// Interrupts the running cell on every rank.
+    pub fn interrupt(&self, grace: std::time::Duration) {
+        self.worker.interrupt(grace);
+        for worker in self.extra_workers.lock().unwrap().iter() {
+            worker.interrupt(grace);
+        }
+    }
 }
 
 /// The stdin channel: `input_request` out, `input_reply` back, only while a cell runs.
@@ -50,6 +62,8 @@ pub struct ShellHandler {
     pub queued_behind_error: std::collections::VecDeque<WireMessage>,
     /// Shared with the control channel, which answers `comm_info_request` too.
     pub comms: SharedComms,
+    /// `:ranks N`'s extra engines.
+    pub ranks: crate::kernel::ranks::Ranks,
 }
 
 /// The comm registry, used by the shell (opens, messages, closes) and control (info) handlers.
@@ -176,7 +190,7 @@ impl ControlHandler {
                 self.replier.reply(&request, kernel_info_reply()).await;
             }
             Content::InterruptRequest(_) => {
-                self.state.worker.interrupt(crate::kernel::engine::interrupt_grace());
+                self.state.interrupt(crate::kernel::engine::interrupt_grace());
                 let reply = InterruptReply {
                     status: ReplyStatus::Ok,
                 };
