@@ -1,47 +1,27 @@
-// A small C API over libtorch's own c10d (TCPStore + ProcessGroupGloo) for the Rust side
+// A small C API over libtorch's own c10d (TCPStore + ProcessGroupGloo; ProcessGroupNCCL in
+// c10d_nccl.cpp when built with it) for the Rust side
 // (src/ffi.rs). Every entry point catches C++ exceptions and hands their message back as a
 // malloc'd string, which Rust frees with tb_c10d_free_error: an exception must never cross
 // into Rust. Tensors arrive as tch's `at::Tensor*` handles (torch-sys's C_tensor).
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include "c10d_common.h"
 
-#include <chrono>
-#include <cstdlib>
-#include <cstring>
-#include <string>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+
 #include <vector>
 
 namespace {
 
-char* copy_message(const std::string& message) {
-  char* out = static_cast<char*>(std::malloc(message.size() + 1));
-  if (out != nullptr) {
-    std::memcpy(out, message.c_str(), message.size() + 1);
-  }
-  return out;
-}
-
-// Runs `body`; on an exception stores its message in *error and returns false.
-template <typename F>
-bool guarded(char** error, F&& body) {
-  try {
-    body();
-    return true;
-  } catch (const std::exception& e) {
-    *error = copy_message(e.what());
-  } catch (...) {
-    *error = copy_message("unknown C++ exception in c10d");
-  }
-  return false;
-}
+using tb_c10d::copy_message;
+using tb_c10d::guarded;
 
 c10d::ReduceOp reduce_op(int op) {
   switch (op) {
-    // Gloo has no AVG: the Rust side sums and divides.
     case 0: return c10d::ReduceOp::SUM;
     case 1: return c10d::ReduceOp::MAX;
     case 2: return c10d::ReduceOp::MIN;
-    default: throw std::invalid_argument("reduce op " + std::to_string(op) + ": expected 0 (sum), 1 (max) or 2 (min)");
+    // NCCL's own average (floating tensors); Gloo has none: the Rust side sums and divides.
+    case 3: return c10d::ReduceOp::AVG;
+    default: throw std::invalid_argument("reduce op " + std::to_string(op) + ": expected 0 (sum), 1 (max), 2 (min) or 3 (avg)");
   }
 }
 
@@ -56,11 +36,6 @@ std::vector<at::Tensor> tensors_of(at::Tensor** tensors, size_t count) {
 
 }  // namespace
 
-struct tb_c10d_group {
-  c10::intrusive_ptr<c10d::TCPStore> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
-};
-
 extern "C" {
 
 void tb_c10d_free_error(char* error) { std::free(error); }
@@ -73,13 +48,7 @@ tb_c10d_group* tb_c10d_init_gloo(const char* host, int port, int rank, int world
   tb_c10d_group* result = nullptr;
   guarded(error, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
-    c10d::TCPStoreOptions options;
-    options.port = static_cast<uint16_t>(port);
-    options.isServer = is_server != 0;
-    options.numWorkers = world;
-    options.waitWorkers = false;
-    options.timeout = timeout;
-    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
+    auto store = tb_c10d::make_store(host, port, world, timeout, is_server);
     auto group_options = c10d::ProcessGroupGloo::Options::create(timeout);
     group_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(interface_host)));
     auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, group_options);
@@ -112,6 +81,10 @@ int tb_c10d_barrier(tb_c10d_group* g, char** error) {
 
 void tb_c10d_destroy(tb_c10d_group* g) {
   char* ignored = nullptr;
+  // NCCL's orderly teardown (destroy_process_group's); Gloo's is a no-op.
+  guarded(&ignored, [&] { g->group->shutdown(); });
+  std::free(ignored);
+  ignored = nullptr;
   guarded(&ignored, [&] { delete g; });
   std::free(ignored);
 }

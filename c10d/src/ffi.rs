@@ -1,4 +1,4 @@
-//! The C API of csrc/c10d_shim.cpp. Every function that can fail returns NULL or -1 and sets
+//! The C API of csrc/c10d_shim.cpp (and csrc/c10d_nccl.cpp in the NCCL build). Every function that can fail returns NULL or -1 and sets
 //! `*error` to a malloc'd message, freed with `tb_c10d_free_error`.
 
 use std::os::raw::{c_char, c_int, c_longlong};
@@ -25,4 +25,18 @@ extern "C" {
     pub fn tb_c10d_broadcast(group: *mut Group, tensors: *const *mut C_tensor, count: usize, root: c_int, error: *mut *mut c_char) -> c_int;
     pub fn tb_c10d_barrier(group: *mut Group, error: *mut *mut c_char) -> c_int;
     pub fn tb_c10d_destroy(group: *mut Group);
+}
+
+#[cfg(torchbook_nccl)]
+extern "C" {
+    pub fn tb_c10d_init_nccl(
+        host: *const c_char,
+        port: c_int,
+        rank: c_int,
+        world: c_int,
+        timeout_ms: c_longlong,
+        is_server: c_int,
+        device: c_int,
+        error: *mut *mut c_char,
+    ) -> *mut Group;
 }

@@ -8,18 +8,20 @@
 use std::sync::OnceLock;
 use tch::{Cuda, Device};
 
-/// `Device::best()`: the first CUDA device when one is usable, otherwise the CPU.
+/// `Device::best()`: a CUDA device when one is usable, otherwise the CPU. One process per GPU,
+/// as data-parallel launchers start them: the GPU is `LOCAL_RANK` (modulo the GPUs there are),
+/// the one NCCL binds the rank to; the first GPU otherwise.
 pub trait BestDevice {
     fn best() -> Self;
 }
 
 impl BestDevice for Device {
     fn best() -> Device {
-        if Cuda::is_available() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
+        if !Cuda::is_available() {
+            return Device::Cpu;
         }
+        let local_rank = std::env::var("LOCAL_RANK").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0);
+        Device::Cuda(local_rank % Cuda::device_count().max(1) as usize)
     }
 }
 

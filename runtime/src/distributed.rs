@@ -1,4 +1,5 @@
-//! Data-parallel training across processes on libtorch's own c10d (Gloo): the process group
+//! Data-parallel training across processes on libtorch's own c10d (Gloo; NCCL for CUDA in a
+//! `make gpu` build, [`backend_from_env`]): the process group
 //! this process belongs to, set up from torchrun's variables, and the collectives `fit` uses.
 //!
 //! One group per process, as `torch.distributed`'s default group: [`init_from_env`] (or
@@ -11,7 +12,7 @@ use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tch::{Kind, Tensor};
-pub use torchbook_c10d::{GroupConfig, ReduceOp};
+pub use torchbook_c10d::{Backend, GroupConfig, ReduceOp, HAS_NCCL};
 use torchbook_c10d::ProcessGroup;
 
 static GROUP: Mutex<Option<Arc<ProcessGroup>>> = Mutex::new(None);
@@ -67,15 +68,39 @@ impl LaunchEnv {
         Ok(LaunchEnv { rank, world_size, local_rank, master_addr, master_port, agent_store })
     }
 
+    /// The group's configuration: Gloo (set `backend` for NCCL, as [`init_from_env`] does
+    /// from [`backend_from_env`]), NCCL's CUDA device being the local rank.
     pub fn config(&self, timeout: Duration) -> GroupConfig {
         GroupConfig::new(&self.master_addr, self.master_port, self.rank, self.world_size)
             .host_store(self.rank == 0 && !self.agent_store)
             .timeout(timeout)
+            .device(self.local_rank)
+    }
+}
+
+/// The backend when none is asked for: NCCL when this build has it ([`HAS_NCCL`], `make gpu`)
+/// and CUDA is available, else Gloo.
+pub fn default_backend() -> Backend {
+    if HAS_NCCL && crate::device::load_cuda_backend().is_ok() && tch::Cuda::is_available() {
+        Backend::Nccl
+    } else {
+        Backend::Gloo
+    }
+}
+
+/// `TORCHBOOK_DIST_BACKEND` (`gloo` or `nccl`), else [`default_backend`].
+pub fn backend_from_env() -> Result<Backend> {
+    match std::env::var("TORCHBOOK_DIST_BACKEND") {
+        Ok(v) if !v.trim().is_empty() => {
+            v.parse().map_err(|_| Error::Distributed(format!("TORCHBOOK_DIST_BACKEND={v:?}: expected gloo or nccl")))
+        }
+        _ => Ok(default_backend()),
     }
 }
 
 /// Joins the process group torchrun's variables describe (timeout: `TORCHBOOK_DIST_TIMEOUT`
-/// seconds, default 300). Returns this process's launch environment.
+/// seconds, default 300; backend: [`backend_from_env`]). Returns this process's launch
+/// environment.
 pub fn init_from_env() -> Result<LaunchEnv> {
     let env = LaunchEnv::from_vars(|name| std::env::var(name).ok())?;
     let timeout = match std::env::var("TORCHBOOK_DIST_TIMEOUT") {
@@ -84,8 +109,19 @@ pub fn init_from_env() -> Result<LaunchEnv> {
         })?),
         Err(_) => Duration::from_secs(300),
     };
-    init(&env.config(timeout))?;
+    init(&env.config(timeout).backend(backend_from_env()?))?;
     Ok(env)
+}
+
+/// [`init_from_env`] when a launcher set `WORLD_SIZE` (torchrun, `torchbook run
+/// --nproc-per-node`, Slurm and Kubeflow recipes), nothing otherwise: one notebook runs alone
+/// or as every rank of a data-parallel job. Also nothing when this process is already in a
+/// group (`:ranks N` joins the engines before the cell runs).
+pub fn init_if_launched() -> Result<Option<LaunchEnv>> {
+    if is_initialized() || std::env::var_os("WORLD_SIZE").is_none() {
+        return Ok(None);
+    }
+    init_from_env().map(Some)
 }
 
 /// Joins the process group `config` describes; an error if this process is in one already.

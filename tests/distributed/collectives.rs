@@ -164,3 +164,39 @@ fn a_bad_rank_is_refused_before_c10d() {
     let err = ProcessGroup::new(&GroupConfig::new("127.0.0.1", free_port(), 2, 2)).unwrap_err().to_string();
     assert!(err.contains("rank 2 of a world of 2"), "{err}");
 }
+
+#[test]
+fn backends_by_name_and_nccl_only_when_built_with_it() {
+    if as_rank().is_some() {
+        return;
+    }
+    use torchbook_c10d::{Backend, HAS_NCCL};
+    assert_eq!("gloo".parse::<Backend>().unwrap(), Backend::Gloo);
+    assert_eq!(" NCCL".parse::<Backend>().unwrap(), Backend::Nccl);
+    assert!("mpi".parse::<Backend>().unwrap_err().to_string().contains("expected gloo or nccl"));
+    assert_eq!(GroupConfig::new("127.0.0.1", 1, 0, 1).backend, Backend::Gloo);
+    let config = GroupConfig::new("127.0.0.1", free_port(), 0, 1).backend(Backend::Nccl).timeout(Duration::from_secs(10));
+    match ProcessGroup::new(&config) {
+        Err(e) if !HAS_NCCL => assert!(e.to_string().contains("this build has no NCCL: build with `make gpu`"), "{e}"),
+        // The NCCL build without a CUDA device: a clear error, not a crash.
+        Err(e) => assert!(!tch::Cuda::is_available(), "NCCL with CUDA failed: {e}"),
+        Ok(g) => {
+            assert!(HAS_NCCL && g.backend() == Backend::Nccl);
+            // A CPU tensor goes through the group's CUDA device and back.
+            let mut t = Tensor::from_slice(&[1.0f32, 2.0]);
+            g.all_reduce(&mut t, ReduceOp::Avg).unwrap();
+            assert_eq!(values(&t), [1.0, 2.0]);
+        }
+    }
+}
+
+#[test]
+fn gloo_takes_a_cuda_tensor_through_the_cpu() {
+    if as_rank().is_some() || !tch::Cuda::is_available() {
+        return;
+    }
+    let g = group(0, 1, free_port(), Duration::from_secs(10)).unwrap();
+    let mut t = Tensor::from_slice(&[3.0f32]).to_device(tch::Device::Cuda(0));
+    g.all_reduce(&mut t, ReduceOp::Sum).unwrap();
+    assert_eq!((t.device(), values(&t)), (tch::Device::Cuda(0), vec![3.0]));
+}

@@ -38,9 +38,11 @@ pub fn parse_command(code: &str) -> Option<Result<usize, String>> {
 
 /// The code each rank runs to join the group.
 pub fn join_code(rank: usize, world_size: usize, port: u16) -> String {
+    // LOCAL_RANK first: `Device::best()` gives each rank its own GPU, as under torchrun.
     format!(
-        "::torchbook::distributed::init(&::torchbook::distributed::GroupConfig::new(\"127.0.0.1\", {port}, {rank}, {world_size})\
-         .timeout(::std::time::Duration::from_secs({GROUP_TIMEOUT_SECONDS})))?;"
+        "::std::env::set_var(\"LOCAL_RANK\", \"{rank}\");\n::torchbook::distributed::init(&::torchbook::distributed::GroupConfig::new(\"127.0.0.1\", {port}, {rank}, {world_size})\
+         .timeout(::std::time::Duration::from_secs({GROUP_TIMEOUT_SECONDS}))\
+         .backend(::torchbook::distributed::default_backend()).device({rank}))?;"
     )
 }
 
