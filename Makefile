@@ -32,7 +32,7 @@ PROFILE := release
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)/torchbook
 export TORCHBOOK_BIN := $(BIN)
 
-.PHONY: all build libtorch venv data evcxr kernelspec demo gpu age-cli gloo-headers test test-rust test-python test-prelude-cold bench bench-latency bench-fit bench-apps clean-cache \
+.PHONY: all build libtorch venv data evcxr kernelspec demo gpu gpu-kit age-cli gloo-headers test test-rust test-python test-prelude-cold bench bench-latency bench-fit bench-apps bench-ddp clean-cache \
   cargo-fuzz fuzz-build test-fuzz fuzz-long test-slow chromium test-ui eg-venv test-eg \
   hub-venv shared-install test-shared podman-tools image-base image test-image
 
@@ -225,13 +225,58 @@ $(TORCH_VENV)/.complete:
 
 # GPU (on request): the full CUDA libtorch from the torch wheel and its nvidia-* wheels, a
 # separate target dir (LIBTORCH changes rebuild torch-sys) and a kernelspec `torchbook-gpu`.
-# The prelude loads libtorch_cuda.so itself (see runtime/src/device.rs).
-GPU_LIBTORCH = $(TORCH_VENV)/lib/python$(PY_VERSION)/site-packages/torch
-gpu: venv $(TORCH_VENV)/.complete
+# The prelude loads libtorch_cuda.so itself (see runtime/src/device.rs). TORCHBOOK_NCCL=1
+# builds c10d's NCCL backend (c10d/build.rs): NCCL's headers from the venv's nvidia-nccl wheel,
+# CUDA's from its runtime wheel plus the crt/ and CCCL headers that wheel lacks (CUDA_HEADERS).
+GPU_SITE = $(TORCH_VENV)/lib/python$(PY_VERSION)/site-packages
+GPU_LIBTORCH = $(GPU_SITE)/torch
+CUDA_HEADERS := $(CACHE)/cuda-headers-13.0
+GPU_CUDA_INCLUDE = $(CUDA_HEADERS)/nvidia/cu13/include:$(CUDA_HEADERS)/nvidia/cu13/include/cccl:$(GPU_SITE)/nvidia/cu13/include
+$(CUDA_HEADERS)/.complete:
+	rm -rf $(CUDA_HEADERS).partial
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(CUDA_HEADERS).partial \
+	  nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
+	rm -rf $(CUDA_HEADERS) && mv $(CUDA_HEADERS).partial $(CUDA_HEADERS)
+	touch $@
+
+gpu: venv gloo-headers $(TORCH_VENV)/.complete $(CUDA_HEADERS)/.complete
 	LIBTORCH=$(GPU_LIBTORCH) LD_LIBRARY_PATH=$(GPU_LIBTORCH)/lib CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)-cuda \
-	  cargo build --$(PROFILE) --locked -p torchbook-kernel
+	  TORCHBOOK_NCCL=1 CUDA_INCLUDE=$(GPU_CUDA_INCLUDE) cargo build --$(PROFILE) --locked -p torchbook-kernel
 	LIBTORCH=$(GPU_LIBTORCH) VIRTUAL_ENV=$(VENV) $(CARGO_TARGET_DIR)-cuda/$(PROFILE)/torchbook install --sys-prefix \
 	  --name torchbook-gpu --display-name "Rust (torchbook, CUDA)" --libtorch $(GPU_LIBTORCH)
+
+# The GPU check kit (gpu/README.md): runtime/examples/gpu_check.rs built against the device's
+# libtorch (KIT_TORCH_VERSION, the torch wheel with nvidia-nccl's headers) with the NCCL path,
+# in its own workspace (gpu/kit) and target dir, torch-sys's wrapper patched for that version
+# (gpu/patch_torch_sys.py); packaged, stripped, with gpu/run.sh into GPU_KIT, for a machine
+# with that torch and no Rust toolchain.
+KIT_TORCH_VERSION := 2.11.0
+KIT_NCCL_VERSION := 2.28.9
+KIT_LIBTORCH_HOME := $(CACHE)/libtorch-$(KIT_TORCH_VERSION)-kit
+KIT_LIBTORCH := $(KIT_LIBTORCH_HOME)/torch
+KIT_TORCH_SYS := $(CACHE)/torch-sys-0.26.0-kit
+KIT_TARGET_DIR := $(CACHE)/target-gpu-kit
+GPU_KIT := $(CACHE)/gpu-kit
+$(KIT_LIBTORCH_HOME)/.complete:
+	rm -rf $(KIT_LIBTORCH_HOME).partial
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(KIT_LIBTORCH_HOME).partial \
+	  torch==$(KIT_TORCH_VERSION) nvidia-nccl-cu13==$(KIT_NCCL_VERSION)
+	rm -rf $(KIT_LIBTORCH_HOME) && mv $(KIT_LIBTORCH_HOME).partial $(KIT_LIBTORCH_HOME)
+	touch $@
+
+$(KIT_TORCH_SYS)/.complete: gpu/patch_torch_sys.py
+	cargo fetch --locked --quiet
+	$(PYTHON) gpu/patch_torch_sys.py "$$(ls -d $${CARGO_HOME:-$$HOME/.cargo}/registry/src/*/torch-sys-0.26.0 | head -1)" $(KIT_TORCH_SYS)
+	touch $@
+
+gpu-kit: gloo-headers $(TORCH_VENV)/.complete $(CUDA_HEADERS)/.complete $(KIT_LIBTORCH_HOME)/.complete $(KIT_TORCH_SYS)/.complete
+	cd gpu/kit && LIBTORCH=$(KIT_LIBTORCH) LD_LIBRARY_PATH=$(KIT_LIBTORCH)/lib LIBTORCH_BYPASS_VERSION_CHECK=1 \
+	  TORCHBOOK_NCCL=1 CUDA_INCLUDE=$(GPU_CUDA_INCLUDE) CARGO_TARGET_DIR=$(KIT_TARGET_DIR) \
+	  cargo build --release --locked --bin gpu_check --config 'patch.crates-io.torch-sys.path="$(KIT_TORCH_SYS)"'
+	rm -rf $(GPU_KIT) && mkdir -p $(GPU_KIT)
+	cp $(KIT_TARGET_DIR)/release/gpu_check gpu/run.sh gpu/README.md $(GPU_KIT)/
+	strip $(GPU_KIT)/gpu_check
+	@du -sh $(GPU_KIT) && ls -l $(GPU_KIT)
 
 bench: bench-latency bench-fit
 
@@ -261,6 +306,15 @@ bench-apps: build data $(TORCH_VENV)/.complete
 	mkdir -p build/bench
 	$(PYTHON) benches/time_to_accuracy.py --bench-bin $(CARGO_TARGET_DIR)/$(PROFILE)/examples/time_to_accuracy \
 	  --python $(TORCH_VENV)/bin/python --out build/bench/apps.json
+
+# Data-parallel fit against PyTorch DDP (torchrun, gloo) at 1, 2 and 4 processes of one thread
+# each, MLP and CNN of bench-fit, alternating, medians over 3 rounds (benches/ddp_throughput.py);
+# the table goes to docs/PERFORMANCE.md.
+bench-ddp: build $(TORCH_VENV)/.complete
+	cargo build --$(PROFILE) --locked -p torchbook --example ddp_throughput
+	mkdir -p build/bench
+	$(PYTHON) benches/ddp_throughput.py --bench-bin $(CARGO_TARGET_DIR)/$(PROFILE)/examples/ddp_throughput \
+	  --python $(TORCH_VENV)/bin/python --out build/bench/ddp.json
 
 clean-cache:
 	rm -rf $(CACHE)
@@ -293,7 +347,7 @@ lock-files:
 	cargo fetch --locked --quiet
 	cargo fetch --locked --quiet --manifest-path fuzz/Cargo.toml
 
-fuzz-build: cargo-fuzz libtorch lock-files
+fuzz-build: cargo-fuzz libtorch gloo-headers lock-files
 	$(CARGO_FUZZ) fuzz build $(FUZZ_FLAGS)
 
 # $(call fuzz-run,<name>,<libFuzzer options>): each target in turn over its corpus, seeds and
