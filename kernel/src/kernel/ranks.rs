@@ -40,13 +40,14 @@ pub fn parse_command(code: &str) -> Option<Result<usize, String>> {
 pub fn join_code(rank: usize, world_size: usize, port: u16) -> String {
     // LOCAL_RANK first: `Device::best()` gives each rank its own GPU, as under torchrun.
     format!(
-        "::std::env::set_var(\"LOCAL_RANK\", \"{rank}\");\n::torchbook::distributed::init(&::torchbook::distributed::GroupConfig::new(\"127.0.0.1\", {port}, {rank}, {world_size})\
+        "// SAFETY: before anything in this worker reads the environment concurrently.\n\
+         #[allow(unused_unsafe)] unsafe {{ std::env::set_var(\"LOCAL_RANK\", \"{rank}\") }};\ntorchbook::distributed::init(&::torchbook::distributed::GroupConfig::new(\"127.0.0.1\", {port}, {rank}, {world_size})\
          .timeout(::std::time::Duration::from_secs({GROUP_TIMEOUT_SECONDS}))\
          .backend(::torchbook::distributed::default_backend()).device({rank}))?;"
     )
 }
 
-pub const LEAVE_CODE: &str = "::torchbook::distributed::destroy();";
+pub const LEAVE_CODE: &str = "torchbook::distributed::destroy();";
 
 struct ExtraRank {
     rank: usize,

@@ -97,8 +97,9 @@ pub async fn run_cell(engine: &mut Engine, code: &str, execution_count: u64) -> 
     let mut rendered = None;
     let outcome = loop {
         match engine.next_event().await {
-            Some(EngineEvent::Stdout(text)) => outputs.stream("stdout", &text),
-            Some(EngineEvent::Stderr(text)) => outputs.stream("stderr", &text),
+            // Whole lines, their newline taken off (as the kernel's batcher gets them).
+            Some(EngineEvent::Stdout(line)) => outputs.stream("stdout", &format!("{line}\n")),
+            Some(EngineEvent::Stderr(line)) => outputs.stream("stderr", &format!("{line}\n")),
             Some(EngineEvent::Record(record)) => outputs.record(record, &mut failure, &mut rendered),
             Some(EngineEvent::InputRequest { answer, .. }) => {
                 outputs.stream("stderr", "torchbook run: the cell asked for input, which a headless run cannot give: it reads end-of-file\n");

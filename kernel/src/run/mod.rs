@@ -57,7 +57,7 @@ pub async fn run_notebook(options: &RunOptions, folder: EngineFolder, log: &mut 
     if world_size.is_some() {
         // Before the notebook's cells, so that its `fit` is data-parallel; a notebook calling
         // `init_if_launched()` itself finds the group joined.
-        let joined = cell::run_cell(&mut engine, "::torchbook::distributed::init_if_launched()?;", 0).await;
+        let joined = cell::run_cell(&mut engine, "torchbook::distributed::init_if_launched()?;", 0).await;
         if let Some(error) = joined.error {
             return Err(RunError::Join(format!("{}: {}", error.ename, error.evalue)));
         }
