@@ -199,7 +199,11 @@ pub(crate) fn broadcast_all(g: &ProcessGroup, tensors: &[Tensor]) -> Result<()> 
 
 /// Averages the gradients of `params` across ranks (an undefined gradient counts as zeros, as
 /// DDP's), one flattened buffer per dtype.
-pub(crate) fn average_gradients(g: &ProcessGroup, params: &[Tensor]) -> Result<()> {
+/// Also agrees on an interrupt: `interrupted_here` travels as one more element of the first
+/// floating bucket, so a step costs one collective, not two (each is a point where every rank
+/// waits for the slowest); returns whether any rank was interrupted, and then no rank should
+/// step.
+pub(crate) fn average_gradients(g: &ProcessGroup, params: &[Tensor], interrupted_here: bool) -> Result<bool> {
     let mut grads = Vec::with_capacity(params.len());
     for p in params {
         let mut grad = p.grad();
@@ -212,7 +216,28 @@ pub(crate) fn average_gradients(g: &ProcessGroup, params: &[Tensor]) -> Result<(
         }
         grads.push(grad);
     }
-    for_each_bucket(&grads, |flat| g.all_reduce(flat, ReduceOp::Avg).map_err(distributed), true)
+    let mut flag_sent = false;
+    let mut interrupted = false;
+    for_each_bucket(
+        &grads,
+        |flat| {
+            if flag_sent || !flat.is_floating_point() {
+                return g.all_reduce(flat, ReduceOp::Avg).map_err(distributed);
+            }
+            flag_sent = true;
+            let flag = Tensor::f_full([1], if interrupted_here { 1.0 } else { 0.0 }, (flat.kind(), flat.device()))?;
+            *flat = Tensor::f_cat(&[flat.shallow_clone(), flag], 0)?;
+            g.all_reduce(flat, ReduceOp::Avg).map_err(distributed)?;
+            // The average of 0/1 flags: above zero when any rank set its own.
+            interrupted = flat.f_double_value(&[flat.numel() as i64 - 1])? > 0.0;
+            Ok(())
+        },
+        true,
+    )?;
+    if !flag_sent {
+        interrupted = any_rank(g, interrupted_here)?;
+    }
+    Ok(interrupted)
 }
 
 /// Flattens `tensors` into one buffer per dtype (in first-seen order), runs `f` on each and,

@@ -300,12 +300,16 @@ impl Model {
                 None => train.batches(options.batch_size, shuffle, true)?,
             };
             for (index, batch) in batches.enumerate() {
-                if distributed::interrupted_on_any_rank(group.as_deref())? {
+                let interrupted_at = |history: &mut History| {
                     history.interrupted = true;
-                    note = Some(format!(
+                    format!(
                         "Interrupted in epoch {epoch} at batch {index}: the model keeps its weights; History has {} complete epoch(s).",
                         history.len()
-                    ));
+                    )
+                };
+                // With a group, ranks agree on an interrupt in the gradients' all-reduce below.
+                if group.is_none() && distributed::interrupted_on_any_rank(None)? {
+                    note = Some(interrupted_at(&mut history));
                     break 'epochs;
                 }
                 let (x, y) = batch?;
@@ -317,7 +321,12 @@ impl Model {
                 }
                 loss.f_backward()?;
                 if let Some(g) = &group {
-                    distributed::average_gradients(g, &params)?;
+                    let here = crate::interrupt::take_interrupt();
+                    if distributed::average_gradients(g, &params, here)? {
+                        // Every rank saw it in the same all-reduce: none steps on this batch.
+                        note = Some(interrupted_at(&mut history));
+                        break 'epochs;
+                    }
                 }
                 compiled.optimizer.step(&params)?;
                 let n = x.size()[0];

@@ -169,3 +169,29 @@ fn evaluate_and_predict_shard_and_gather() {
         }
     }
 }
+
+#[test]
+fn an_interrupt_on_one_rank_stops_every_rank_at_the_same_batch() {
+    if let Some((rank, world, port)) = as_rank() {
+        distributed::init(&GroupConfig::new("127.0.0.1", port, rank, world).timeout(Duration::from_secs(60))).unwrap();
+        let mut model = model();
+        // Rank 1 is interrupted after its 4th batch of the first epoch (8 per epoch); rank 0 never is.
+        let callbacks: Vec<Box<dyn Callback>> = vec![Box::new(OnBatchEnd(move |batch, _| {
+            if rank == 1 && batch == 3 {
+                torchbook::interrupt::request_interrupt();
+            }
+        }))];
+        let history = model
+            .fit(&xor_data(512), FitOptions { epochs: 5, batch_size: 32, verbose: 0, seed: 5, callbacks, ..Default::default() })
+            .unwrap();
+        println!("interrupted {} epochs {}", history.interrupted, history.len());
+        println!("weights {:?}", weights(&model));
+        distributed::destroy();
+        return;
+    }
+    let outputs = run_ranks("an_interrupt_on_one_rank_stops_every_rank_at_the_same_batch", 2);
+    for output in &outputs {
+        assert_eq!(printed(output, "interrupted "), "true epochs 0", "both stop in the first epoch");
+    }
+    assert_eq!(printed(&outputs[0], "weights "), printed(&outputs[1], "weights "), "neither stepped alone");
+}
