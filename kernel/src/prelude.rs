@@ -120,6 +120,10 @@ pub fn default_runtime() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime"))
 }
 
+/// The workspace crates a prelude compiles (the runtime first): what `install --shared` copies
+/// and what the cache key hashes.
+pub const PRELUDE_CRATES: [&str; 3] = ["runtime", "display", "c10d"];
+
 impl PreludeConfig {
     pub fn from_env() -> Result<Self, PreludeUnavailable> {
         if std::env::var("TORCHBOOK_PRELUDE").is_ok_and(|v| v == "0") {
@@ -137,7 +141,8 @@ impl PreludeConfig {
         Ok(PreludeConfig { runtime, libtorch, cache_root: cache_root(), shared_root: shared_cache_root() })
     }
 
-    /// Everything that invalidates a compiled prelude, hashed.
+    /// Everything that invalidates a compiled prelude, hashed: also the c10d shim's sources and
+    /// what its build script reads (a changed shim must never be served from an old cache).
     pub fn key(&self) -> String {
         let mut hash = Sha256::new();
         hash.update(env!("CARGO_PKG_VERSION"));
@@ -146,8 +151,13 @@ impl PreludeConfig {
         hash.update(self.runtime.to_string_lossy().as_bytes());
         hash.update(b"evcxr-0.22 opt-level=2");
         let workspace = self.runtime.parent().unwrap_or(&self.runtime);
-        for dir in [self.runtime.clone(), workspace.join("display")] {
+        for krate in PRELUDE_CRATES.iter().skip(1) {
+            let dir = workspace.join(krate);
             hash_tree(&mut hash, &dir, &dir);
+        }
+        hash_tree(&mut hash, &self.runtime, &self.runtime);
+        for var in ["GLOO_INCLUDE", "TORCHBOOK_NCCL", "NCCL_INCLUDE", "CUDA_INCLUDE"] {
+            hash.update(format!("{var}={:?}", std::env::var_os(var)).as_bytes());
         }
         if let Ok(lock) = std::fs::read(workspace.join("Cargo.lock")) {
             hash.update(&lock);

@@ -2,7 +2,7 @@
 //! a lab server), laid out under `DIR` so that each path in the kernelspec is readable by them:
 //!
 //! - `bin/torchbook`: a copy of this binary;
-//! - `src/`: the runtime and display crates and the lock file, in a workspace of their own (the
+//! - `src/`: the runtime, display and c10d crates and the lock file, in a workspace of their own (the
 //!   prelude compiles them, and the runtime's crate must outlive the build tree it came from);
 //! - `libtorch/`: a copy of libtorch (and pip's sibling `nvidia/` folder its RPATH names), unless
 //!   `--libtorch` is readable by everyone already;
@@ -193,7 +193,7 @@ pub fn kernel_env(layout: &SharedLayout) -> Vec<(String, String)> {
     ]
 }
 
-/// Copies the runtime and display crates and the lock file of the workspace this binary was
+/// Copies the crates the prelude compiles ([`crate::prelude::PRELUDE_CRATES`]) and the lock file of the workspace this binary was
 /// built from into `root/src`, in a workspace of their own, replacing an earlier copy whole.
 /// Returns the runtime crate's folder.
 fn copy_sources(root: &Path) -> std::io::Result<PathBuf> {
@@ -203,14 +203,14 @@ fn copy_sources(root: &Path) -> std::io::Result<PathBuf> {
     let staging = root.join(format!(".src.installing-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
-    for krate in ["runtime", "display"] {
+    for krate in crate::prelude::PRELUDE_CRATES {
         copy_tree(&workspace.join(krate), &staging.join(krate), &|name| name.starts_with('.') || name == "target")?;
     }
     std::fs::copy(workspace.join("Cargo.lock"), staging.join("Cargo.lock"))?;
     // The crates inherit `version`, `edition`… from the workspace manifest: keep its tables,
     // with only these two crates as members.
     let manifest = std::fs::read_to_string(workspace.join("Cargo.toml"))?;
-    std::fs::write(staging.join("Cargo.toml"), with_members(&manifest, &["runtime", "display"]))?;
+    std::fs::write(staging.join("Cargo.toml"), with_members(&manifest, &crate::prelude::PRELUDE_CRATES))?;
     if src.exists() {
         let old = root.join(format!(".src.old-{}", std::process::id()));
         std::fs::rename(&src, &old)?;
